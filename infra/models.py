@@ -1,0 +1,325 @@
+"""Registry of every pretrained model the project uses, and a checked loader.
+
+Each model is declared once in :data:`REGISTRY`: its file inside the models directory,
+the SHA-256 of that file, where a connected machine downloads it, its licence and its
+input contract. :class:`ModelStore` resolves a name to a verified file; a missing or
+altered file raises an error that names the file, the expected checksum and the URL.
+
+The models directory comes from :class:`infra.paths.ProjectPaths` (``paths.models_dir``
+in ``params.yaml`` or ``FSP_MODELS_DIR``); tests and CI point it at ``../shared/models``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+INSIGHTFACE_LICENCE = "InsightFace pretrained models: non-commercial research only"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects at its input.
+
+    Attributes
+    ----------
+    shape : tuple
+        Input tensor shape; ``None`` marks a dynamic axis.
+    layout : str
+        ``"NCHW"`` or ``"NHWC"``.
+    color : str
+        Channel order of the pixels, ``"RGB"`` or ``"BGR"``.
+    mean, std : float
+        Normalisation applied to 0–255 pixels: ``(x - mean) / std``.
+    crop : str
+        The crop the model was trained on (e.g. ``"arcface-112"``).
+    """
+
+    shape: tuple[int | None, ...]
+    layout: str = "NCHW"
+    color: str = "RGB"
+    mean: float = 127.5
+    std: float = 128.0
+    crop: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One pretrained model.
+
+    Attributes
+    ----------
+    name : registry key.
+    task : ``detection``, ``recognition``, ``landmarks``, ``headpose`` or ``parsing``.
+    file : path of the weights relative to the models directory.
+    sha256 : hex digest of that file.
+    url : canonical download URL.
+    licence : licence of the weights.
+    input : input contract.
+    archive_member : when ``url`` is an archive, the member to extract as ``file``.
+    notes : anything a user must know (quirks, stand-ins).
+    """
+
+    name: str
+    task: str
+    file: str
+    sha256: str
+    url: str
+    licence: str
+    input: InputSpec
+    archive_member: str | None = None
+    notes: str = ""
+
+
+def _gh(repo: str, commit: str, path: str) -> str:
+    return f"https://github.com/{repo}/raw/{commit}/{path}"
+
+
+_BUFFALO_L = "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip"
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec(
+            name="scrfd_2.5g_bnkps",
+            task="detection",
+            file="detection/scrfd_2.5g_bnkps.onnx",
+            sha256="bc24bb349491481c3ca793cf89306723162c280cb284c5a5e49df3760bf5c2ce",
+            url=_gh(
+                "instant-high/wav2lip-onnx",
+                "e8304710e45534c0d908fb69580fc4c49d1279cd",
+                "insightface_func/models/antelope/scrfd_2.5g_bnkps.onnx",
+            ),
+            licence=INSIGHTFACE_LICENCE,
+            input=InputSpec(shape=(1, 3, None, None), color="RGB", mean=127.5, std=128.0),
+            notes="SCRFD-2.5G with 5 keypoints (the `antelope` file used by SimSwap/GHOST).",
+        ),
+        ModelSpec(
+            name="scrfd_500m",
+            task="detection",
+            file="detection/det_500m.onnx",
+            sha256="5e4447f50245bbd7966bd6c0fa52938c61474a04ec7def48753668a9d8b4ea3a",
+            url=_gh(
+                "yukkki7/FaceAnalysisApp",
+                "d4126572f7642f97f903cfab7ab73f67e99622db",
+                "models/scrfd_500m.onnx",
+            ),
+            licence=INSIGHTFACE_LICENCE,
+            input=InputSpec(shape=(1, 3, None, None), color="RGB", mean=127.5, std=128.0),
+            notes="SCRFD-500M with keypoints (the buffalo_s/buffalo_sc detector); fastest.",
+        ),
+        ModelSpec(
+            name="retinaface_mobilenet0.25",
+            task="detection",
+            file="detection/retinaface_mobilenet0.25_Final.pth",
+            sha256="5f88f7957d9eaef82b49b9e0202bc56e97292e2aede2999209accd34442cc4df",
+            url=_gh(
+                "cunjian/pytorch_face_landmark",
+                "6f34bf9f034aa2f521952f825e6ccc567deb42d6",
+                "Retinaface/weights/mobilenet0.25_Final.pth",
+            ),
+            licence="MIT (biubug6/Pytorch_Retinaface)",
+            input=InputSpec(shape=(1, 3, None, None), color="BGR", mean=0.0, std=1.0),
+            notes="RetinaFace MobileNet-0.25 (facexlib `detection_mobilenet0.25_Final.pth` "
+            "family); BGR minus (104, 117, 123); keys may carry a `module.` prefix.",
+        ),
+        ModelSpec(
+            name="scrfd_10g_bnkps",
+            task="detection",
+            file="detection/det_10g.onnx",
+            sha256="5838f7fe053675b1c7a08b633df49e7af5495cee0493c7dcf6697200b85b5b91",
+            url=_BUFFALO_L,
+            archive_member="det_10g.onnx",
+            licence=INSIGHTFACE_LICENCE,
+            input=InputSpec(shape=(1, 3, None, None), color="RGB", mean=127.5, std=128.0),
+            notes="SCRFD-10G from the buffalo_l pack (connected machines).",
+        ),
+        ModelSpec(
+            name="mobilefacenet_128d",
+            task="recognition",
+            file="recognition/mobilefacenet_128d.onnx",
+            sha256="f055d9c9a4d826d198c42666590fdefa0fdc1374a75ccb6306c3d1b1bf8f74c5",
+            url=_gh(
+                "diandianti/photo_analyze",
+                "2715cee6d1f39fc63b431a4fa14b0fc4f8334309",
+                "models/mobilefacenet.onnx",
+            ),
+            licence="see the source repository (diandianti/photo_analyze)",
+            input=InputSpec(shape=(1, 3, 112, 112), mean=127.5, std=128.0, crop="arcface-112"),
+            notes=(
+                "Stand-in for ArcFace w600k_r50 on offline machines. Its final Reshape "
+                "hard-codes batch 1; infra.identity rewrites it to [-1, D] before batching."
+            ),
+        ),
+        ModelSpec(
+            name="arcface_w600k_r50",
+            task="recognition",
+            file="recognition/w600k_r50.onnx",
+            sha256="4c06341c33c2ca1f86781dab0e829f88ad5b64be9fba56e56bc9ebdefc619e43",
+            url=_BUFFALO_L,
+            archive_member="w600k_r50.onnx",
+            licence=INSIGHTFACE_LICENCE,
+            input=InputSpec(shape=(None, 3, 112, 112), mean=127.5, std=127.5, crop="arcface-112"),
+            notes="ArcFace ResNet-50 trained on WebFace600K, 512-d (buffalo_l).",
+        ),
+        ModelSpec(
+            name="facemesh_468",
+            task="landmarks",
+            file="landmarks/facemesh_468.onnx",
+            sha256="d543107cfab6a216501b37667ef1520950410dfe02d4c186e6b154fc91345ee1",
+            url=_gh(
+                "iperov/DeepFaceLive",
+                "fc7b787bda2b8c186e142c52857458eea3a935ed",
+                "modelhub/onnx/FaceMesh/FaceMesh.onnx",
+            ),
+            licence="Apache-2.0 (MediaPipe FaceMesh)",
+            input=InputSpec(shape=(1, 192, 192, 3), layout="NHWC", mean=0.0, std=255.0),
+        ),
+        ModelSpec(
+            name="pfld_68",
+            task="landmarks",
+            file="landmarks/pfld_68.onnx",
+            sha256="7d7bbd5c6a1d9272e58d9773898284a1905d872eba9a662df9b5f20f1ba6f83e",
+            url=_gh(
+                "cunjian/pytorch_face_landmark",
+                "6f34bf9f034aa2f521952f825e6ccc567deb42d6",
+                "onnx/pfld.onnx",
+            ),
+            licence="see the source repository (cunjian/pytorch_face_landmark)",
+            input=InputSpec(shape=(None, 3, 112, 112), mean=0.0, std=255.0),
+        ),
+        ModelSpec(
+            name="fsanet_1x1",
+            task="headpose",
+            file="headpose/fsanet_1x1.onnx",
+            sha256="d85e90cb4b9d3a87e81bbfdcfcd130cbe0e175407042e439a570aa396c44eda6",
+            url=_gh(
+                "omasaht/headpose-fsanet-pytorch",
+                "002549c981b607f722e0810d999afcde7e5aaa66",
+                "pretrained/fsanet-1x1-iter-688590.onnx",
+            ),
+            licence="MIT",
+            input=InputSpec(shape=(1, 3, 64, 64), color="BGR", mean=127.5, std=128.0),
+        ),
+        ModelSpec(
+            name="fsanet_var",
+            task="headpose",
+            file="headpose/fsanet_var.onnx",
+            sha256="2877b1db98e3dc66468e90df8db4a21059facd1c3f107af91c6d4fe6476a03e1",
+            url=_gh(
+                "omasaht/headpose-fsanet-pytorch",
+                "002549c981b607f722e0810d999afcde7e5aaa66",
+                "pretrained/fsanet-var-iter-688590.onnx",
+            ),
+            licence="MIT",
+            input=InputSpec(shape=(1, 3, 64, 64), color="BGR", mean=127.5, std=128.0),
+        ),
+        ModelSpec(
+            name="unet_faceparsing_19cls",
+            task="parsing",
+            file="parsing/unet_faceparsing_19cls.pth",
+            sha256="88db73a3e90fe36ac12ba7cd8704610cda55947c04ddd5a70e6ab3a54cdb06eb",
+            url=_gh(
+                "SimonEnkel/lightweight-unet-face-parsing",
+                "a50774255c4f743e41740481f818f2d011bd8536",
+                "model_best.pth",
+            ),
+            licence="see the source repository (SimonEnkel/lightweight-unet-face-parsing)",
+            input=InputSpec(shape=(None, 3, 256, 256), mean=127.5, std=127.5),
+        ),
+    ]
+}
+
+
+class ModelError(RuntimeError):
+    """A registered model cannot be used."""
+
+
+class UnknownModelError(ModelError, KeyError):
+    """The name is not in :data:`REGISTRY`."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class ModelFileMissingError(ModelError, FileNotFoundError):
+    """The model's file is not in the models directory."""
+
+
+class ModelChecksumError(ModelError):
+    """The model's file exists but its SHA-256 differs from the registry."""
+
+
+def _where_to_get(spec: ModelSpec, target: Path) -> str:
+    src = spec.url if spec.archive_member is None else f"{spec.url} (member {spec.archive_member})"
+    return f"Download it from {src} and place it at {target} (licence: {spec.licence})."
+
+
+@lru_cache(maxsize=64)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file (cached by path, size and modification time)."""
+    st = path.stat()
+    return _sha256(path.resolve(), st.st_size, st.st_mtime_ns)
+
+
+class ModelStore:
+    """Resolves registry names to verified files in one models directory.
+
+    Parameters
+    ----------
+    models_dir : directory laid out like ``../shared/models`` (``detection/…``, …).
+    """
+
+    def __init__(self, models_dir: Path | str):
+        self.models_dir = Path(models_dir)
+
+    @staticmethod
+    def spec(name: str) -> ModelSpec:
+        """The registry entry; raises :class:`UnknownModelError` for an unknown name."""
+        try:
+            return REGISTRY[name]
+        except KeyError:
+            known = ", ".join(sorted(REGISTRY))
+            raise UnknownModelError(f"unknown model {name!r}; registered: {known}") from None
+
+    def path(self, name: str) -> Path:
+        """Absolute path of the verified model file.
+
+        Raises
+        ------
+        UnknownModelError : name not registered.
+        ModelFileMissingError : file absent.
+        ModelChecksumError : file present with another SHA-256.
+        """
+        spec = self.spec(name)
+        target = (self.models_dir / spec.file).resolve()
+        if not target.is_file():
+            raise ModelFileMissingError(
+                f"model {name!r}: file {target} is missing (expected sha256 {spec.sha256}). "
+                + _where_to_get(spec, target)
+            )
+        actual = file_sha256(target)
+        if actual != spec.sha256:
+            raise ModelChecksumError(
+                f"model {name!r}: file {target} has sha256 {actual}, expected {spec.sha256}. "
+                "The file is corrupt or a different version. " + _where_to_get(spec, target)
+            )
+        return target
+
+    def available(self, name: str) -> bool:
+        """True when the model's file is present and verified."""
+        try:
+            self.path(name)
+        except ModelError:
+            return False
+        return True

@@ -1,0 +1,120 @@
+"""Experiment tracking behind one small interface.
+
+Statistics are reported by name with their unit in the name (``Loss/G/id``,
+``Timing/sec_per_step``, ``Resources/peak_mem_gb``) and routed to sinks: MLflow (params,
+metrics, artifacts) and a CSV file (DVC plots). Only the main process tracks; other
+ranks get a :class:`Tracker` with no sinks.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from infra.paths import ProjectPaths
+
+log = logging.getLogger(__name__)
+
+
+class CsvSink:
+    """Appends metric rows to a CSV with a fixed header (``step`` + metric names).
+
+    DVC reads it as a plots file. The header is taken from the first row logged.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fields: list[str] | None = None
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.fields is None:
+            self.fields = ["step", *sorted(metrics)]
+            with self.path.open("w", newline="") as f:
+                csv.writer(f).writerow(self.fields)
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow([step, *(metrics.get(k, "") for k in self.fields[1:])])
+
+
+class MlflowSink:
+    """One MLflow run; resumes ``run_id`` when given (evaluation adds to the training run)."""
+
+    def __init__(
+        self, paths: ProjectPaths, experiment: str, run_name: str, run_id: str | None = None
+    ):
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        import mlflow
+
+        self.mlflow = mlflow
+        mlflow.set_tracking_uri(paths.tracking_uri)
+        exp = mlflow.get_experiment_by_name(experiment)
+        if exp is None:
+            location = None
+            if paths.tracking_uri.startswith("sqlite:"):
+                paths.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+                location = paths.mlflow_artifacts.as_uri()
+            mlflow.create_experiment(experiment, artifact_location=location)
+        mlflow.set_experiment(experiment)
+        self.run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
+        self.run_id = self.run.info.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        # MLflow caps a value at 6000 characters; long lists become strings.
+        self.mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.mlflow.log_metrics(metrics, step=step)
+
+    def log_summary(self, metrics: dict[str, float], step: int) -> None:
+        self.mlflow.log_metrics(metrics, step=step)
+
+    def log_artifact(self, path: Path, subdir: str | None = None) -> None:
+        self.mlflow.log_artifact(str(path), artifact_path=subdir)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.mlflow.set_tags(tags)
+
+    def close(self) -> None:
+        self.mlflow.end_run()
+
+
+class Tracker:
+    """Fan-out of statistics to sinks; a Tracker without sinks does nothing (non-main ranks)."""
+
+    def __init__(self, sinks: list[Any] | None = None):
+        self.sinks = sinks or []
+
+    def _each(self, method: str, *args, **kwargs) -> None:
+        for sink in self.sinks:
+            fn = getattr(sink, method, None)
+            if fn is not None:
+                fn(*args, **kwargs)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._each("log_params", params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self._each("log_metrics", {k: float(v) for k, v in metrics.items()}, step)
+
+    def log_summary(self, metrics: dict[str, float], step: int) -> None:
+        """End-of-run figures: to MLflow, not to per-step files such as the CSV."""
+        self._each("log_summary", {k: float(v) for k, v in metrics.items()}, step)
+
+    def log_artifact(self, path: Path, subdir: str | None = None) -> None:
+        self._each("log_artifact", path, subdir)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._each("set_tags", tags)
+
+    @property
+    def run_id(self) -> str | None:
+        for sink in self.sinks:
+            if getattr(sink, "run_id", None):
+                return sink.run_id
+        return None
+
+    def close(self) -> None:
+        self._each("close")

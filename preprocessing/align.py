@@ -1,0 +1,108 @@
+"""5-point similarity alignment to a face template.
+
+Landmark order everywhere: left eye, right eye, nose tip, left mouth corner, right mouth
+corner (image left/right, as SCRFD and ArcFace use). Coordinates are ``(x, y)`` pixels.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+#: ArcFace 112x112 template (insightface ``arcface_dst``), pixels.
+ARCFACE_112 = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float64,
+)
+
+TEMPLATES: dict[str, tuple[np.ndarray, int]] = {"arcface": (ARCFACE_112, 112)}
+
+
+def template_points(name: str, crop_size: int) -> np.ndarray:
+    """Template landmarks for a square crop of ``crop_size`` pixels, shape (5, 2) float64.
+
+    The template is scaled uniformly (``crop_size / 112`` for ArcFace), so resizing an
+    aligned crop of any size to 112x112 gives exactly the ArcFace input crop.
+    Raises ``KeyError`` for an unknown template name.
+    """
+    points, size = TEMPLATES[name]
+    return points * (crop_size / size)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity transform mapping ``src`` onto ``dst`` (Umeyama 1991).
+
+    Parameters
+    ----------
+    src, dst : (N, 2) arrays of corresponding points, N ≥ 2.
+
+    Returns
+    -------
+    (2, 3) float64 affine matrix ``M`` with ``dst ≈ src @ M[:, :2].T + M[:, 2]``,
+    ``M[:, :2] = s R`` (uniform scale, rotation, no reflection).
+
+    Raises
+    ------
+    ValueError : shapes differ, fewer than 2 points, or all source points coincide.
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
+        raise ValueError(f"need two (N>=2, 2) point sets, got {src.shape} and {dst.shape}")
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    var_s = (xs**2).sum() / len(src)
+    if var_s < 1e-12:
+        raise ValueError("source points coincide; the transform is undefined")
+    cov = xd.T @ xs / len(src)
+    U, S, Vt = np.linalg.svd(cov)
+    D = np.eye(2)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        D[1, 1] = -1.0
+    R = U @ D @ Vt
+    scale = (S * np.diag(D)).sum() / var_s
+    t = mu_d - scale * R @ mu_s
+    return np.hstack([scale * R, t[:, None]])
+
+
+def transform_points(points: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """Apply a (2, 3) affine matrix to (N, 2) points."""
+    points = np.asarray(points, dtype=np.float64)
+    return points @ M[:, :2].T + M[:, 2]
+
+
+def invert_affine(M: np.ndarray) -> np.ndarray:
+    """Inverse of a (2, 3) affine matrix (to paste an aligned crop back)."""
+    return cv2.invertAffineTransform(np.asarray(M, dtype=np.float64))
+
+
+def align_face(
+    image: np.ndarray, landmarks: np.ndarray, crop_size: int, template: str = "arcface"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Warp a face to the template.
+
+    Parameters
+    ----------
+    image : (H, W, C) uint8 image (any channel order; it is kept).
+    landmarks : (5, 2) landmark pixels in ``image``.
+    crop_size : output side in pixels.
+    template : template name (see :data:`TEMPLATES`).
+
+    Returns
+    -------
+    crop : (crop_size, crop_size, C) uint8, outside the image filled with 0.
+    M : (2, 3) float64 matrix mapping image pixels to crop pixels.
+    """
+    M = similarity_transform(
+        np.asarray(landmarks).reshape(5, 2), template_points(template, crop_size)
+    )
+    crop = cv2.warpAffine(
+        image, M, (crop_size, crop_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
+    return crop, M

@@ -1,0 +1,1 @@
+"""Network definitions: plain nn.Modules with shape contracts."""

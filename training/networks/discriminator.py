@@ -1,0 +1,96 @@
+"""Multi-scale PatchGAN discriminator (pix2pixHD, Wang et al. 2018), as used by
+FaceShifter (thesis §4.2.5) and SimSwap (two of them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """Architecture of :class:`MultiscaleDiscriminator`.
+
+    Attributes
+    ----------
+    base_channels : channels of the first conv (pix2pixHD: 64).
+    max_channels : cap on channels per layer (pix2pixHD: 512).
+    num_layers : stride-2 convs per scale (pix2pixHD: 3).
+    num_scales : image scales, each half the previous (pix2pixHD: 3).
+    """
+
+    base_channels: int = 64
+    max_channels: int = 512
+    num_layers: int = 3
+    num_scales: int = 3
+
+    def __post_init__(self) -> None:
+        if min(self.base_channels, self.num_layers, self.num_scales) < 1:
+            raise ValueError(f"invalid discriminator config {self}")
+
+
+class PatchDiscriminator(nn.Module):
+    """N-layer PatchGAN. Input (B, 3, H, W) → list of features, the last being the patch
+    logits (B, 1, h, w) with h ≈ H / 2^num_layers − 2."""
+
+    def __init__(self, cfg: DiscriminatorConfig):
+        super().__init__()
+        c = [min(cfg.base_channels * 2**i, cfg.max_channels) for i in range(cfg.num_layers + 1)]
+        layers = [nn.Sequential(nn.Conv2d(3, c[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True))]
+        for i in range(1, cfg.num_layers):
+            layers.append(
+                nn.Sequential(
+                    nn.Conv2d(c[i - 1], c[i], 4, 2, 1),
+                    nn.InstanceNorm2d(c[i]),
+                    nn.LeakyReLU(0.2, inplace=True),
+                )
+            )
+        last = cfg.num_layers
+        layers.append(
+            nn.Sequential(
+                nn.Conv2d(c[last - 1], c[last], 4, 1, 1),
+                nn.InstanceNorm2d(c[last]),
+                nn.LeakyReLU(0.2, inplace=True),
+            )
+        )
+        layers.append(nn.Conv2d(c[last], 1, 4, 1, 1))
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for layer in self.layers:
+            x = layer(x)
+            feats.append(x)
+        return feats
+
+
+class MultiscaleDiscriminator(nn.Module):
+    """``num_scales`` PatchGANs on the image downsampled ×2 each time (3×3 average pool).
+
+    ``forward(x)``: x (B, 3, H, W) in [-1, 1] → list over scales of feature lists; the
+    last entry of each list is that scale's logits. Use :func:`logits` for losses and
+    the other entries for (weak) feature matching.
+    """
+
+    def __init__(self, cfg: DiscriminatorConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.scales = nn.ModuleList(PatchDiscriminator(cfg) for _ in range(cfg.num_scales))
+
+    def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected (B, 3, H, W), got {tuple(x.shape)}")
+        out = []
+        for i, d in enumerate(self.scales):
+            if i:
+                x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+            out.append(d(x))
+        return out
+
+
+def logits(features: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    """Per-scale patch logits from :class:`MultiscaleDiscriminator` output."""
+    return [f[-1] for f in features]

@@ -1,0 +1,121 @@
+"""``fsp``: one command per pipeline stage.
+
+Each subcommand is a thin entry point: read ``params.yaml`` → build the stage's typed
+config (with ``--set key=value`` overrides) → validate → write the resolved config next
+to the outputs → run. ``--dry-run`` prints the resolved config and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from infra.config import ConfigError, load_stage, resolved_dict, write_resolved
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Path of params.yaml.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a setting, e.g. --set train.steps=10 (repeatable)."),
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")]
+
+
+@app.callback()
+def _root() -> None:
+    """Face-swap data preparation, training and evaluation (see README.md)."""
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _load(cls, section: str, params: Path, overrides: list[str] | None, dry_run: bool):
+    try:
+        cfg, paths = load_stage(cls, section, params, overrides or [])
+    except ConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    if dry_run:
+        typer.echo(yaml.safe_dump(resolved_dict(cfg, paths, section), sort_keys=False))
+        raise typer.Exit(0)
+    out_dir = paths.stage_dir(section)
+    write_resolved(cfg, paths, section, out_dir)
+    _setup_logging()
+    return cfg, paths, out_dir
+
+
+@app.command()
+def prepare(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Detect, filter, align and embed faces with Ray; write WebDataset shards + manifest."""
+    from preprocessing.config import PrepareConfig
+    from preprocessing.job import run_prepare
+
+    cfg, paths, out_dir = _load(PrepareConfig, "prepare", params, set_, dry_run)
+    run_prepare(cfg, paths, out_dir)
+
+
+@app.command()
+def train(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Train the face swapper on the prepared shards (generator + discriminator on DeepSpeed)."""
+    from training.config import TrainConfig
+    from training.loop import train as run_train
+
+    cfg, paths, out_dir = _load(TrainConfig, "train", params, set_, dry_run)
+    run_train(cfg, paths, out_dir)
+
+
+@app.command()
+def evaluate(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Swap held-out source/target pairs; write metrics.json and the face matrix."""
+    from evaluation.config import EvaluateConfig
+    from evaluation.swap_eval import evaluate as run_evaluate
+
+    cfg, paths, out_dir = _load(EvaluateConfig, "evaluate", params, set_, dry_run)
+    run_evaluate(cfg, paths, out_dir)
+
+
+@app.command()
+def models(params: ParamsOpt = Path("params.yaml")) -> None:
+    """List registered models and whether each is present and verified in the models dir."""
+    from infra.config import build, load_params
+    from infra.models import REGISTRY, ModelError, ModelFileMissingError, ModelStore
+    from infra.paths import PathsConfig, ProjectPaths
+
+    raw = load_params(params) if params.exists() else {}
+    paths = ProjectPaths.resolve(build(PathsConfig, raw.get("paths"), "paths"), params.resolve().parent)
+    store = ModelStore(paths.models_dir)
+    typer.echo(f"models dir: {paths.models_dir}")
+    for name, spec in REGISTRY.items():
+        try:
+            store.path(name)
+            state = "ok"
+        except ModelError as e:
+            state = "MISSING" if isinstance(e, ModelFileMissingError) else "BAD CHECKSUM"
+        typer.echo(f"  {state:<12} {name:<26} {spec.task:<11} {spec.file}")
+        if state != "ok":
+            src = spec.url + (f" (member {spec.archive_member})" if spec.archive_member else "")
+            typer.echo(f"  {'':<12} get it from {src}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()

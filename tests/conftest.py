@@ -1,0 +1,123 @@
+"""Shared fixtures: real files from ../shared, one small prepared dataset per session."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+from infra.paths import PathsConfig, ProjectPaths
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FSP_SHARED", ROOT.parent / "shared")).resolve()
+FACES = SHARED / "faces"
+MODELS = SHARED / "models"
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+#: Identities of the small subset: 6 for training, several images each, plus 3 held out.
+SUBSET_IDENTITIES = [
+    "lfw:Ariel_Sharon",
+    "lfw:Colin_Powell",
+    "lfw:Hugo_Chavez",
+    "deepface:deepface_id00",
+    "deepface:deepface_id01",
+    "bbt:amy",
+    "lfw:Jacques_Chirac",
+    "lfw:George_W_Bush",
+    "bbt:penny",
+]
+MULTI_FACE = ["ageitgey_two_people.jpg", "faceapi_bbt3.jpg", "mtcnn_office4.jpg"]
+NO_FACE = ["faceapi_white.png", "inspireface_no_face.png", "inspireface_view.jpg"]
+
+
+def pytest_sessionstart(session):
+    if not (FACES / "identity_index.csv").is_file() or not MODELS.is_dir():
+        raise pytest.UsageError(f"tests need ../shared (faces and models) at {SHARED}")
+
+
+def identity_rows(per_identity: int = 5) -> list[dict]:
+    rows, seen = [], {}
+    with (FACES / "identity_index.csv").open() as f:
+        for r in csv.DictReader(f):
+            if r["identity"] in SUBSET_IDENTITIES and seen.get(r["identity"], 0) < per_identity:
+                seen[r["identity"]] = seen.get(r["identity"], 0) + 1
+                rows.append({"path": str(FACES / r["path"]), "identity": r["identity"]})
+    return rows
+
+
+def write_subset_csv(folder: Path) -> tuple[Path, dict]:
+    """A CSV of real inputs: identity faces, group photos, no-face images, a corrupt file
+    and one file listed twice. Returns (csv path, expected counts)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = identity_rows()
+    rows += [{"path": str(FACES / "multi_face" / n), "identity": ""} for n in MULTI_FACE]
+    rows += [{"path": str(FACES / "no_face" / n), "identity": ""} for n in NO_FACE]
+    corrupt = folder / "corrupt.jpg"
+    corrupt.write_bytes(
+        (FACES / "misc_single" / "inspireface_Rob_Lowe_0001.jpg").read_bytes()[:600]
+    )
+    rows.append({"path": str(corrupt), "identity": "misc:corrupt"})
+    rows.append(dict(rows[0]))  # listed twice
+    path = folder / "subset.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "identity"])
+        w.writeheader()
+        w.writerows(rows)
+    return path, {"rows": len(rows), "multi": len(MULTI_FACE), "none": len(NO_FACE)}
+
+
+def small_params(out_dir: Path, csv_path: Path) -> dict:
+    """params.yaml content for fast runs on the subset."""
+    return {
+        "paths": {"data_root": str(FACES), "models_dir": str(MODELS), "output_dir": str(out_dir)},
+        "prepare": {
+            "sources": [{"name": "subset", "kind": "identity_csv", "path": str(csv_path)}],
+            "split": {"eval_identities": 3, "min_images": 2},
+            "shard_size": 16,
+            "ray": {"num_cpus": 2, "num_actors": 2, "cpus_per_actor": 0.5},
+        },
+        "train": {
+            "steps": 2,
+            "batch_size": 4,
+            "image_size": 32,
+            "log_every": 1,
+            "sample_every": 2,
+            "num_workers": 0,
+            "shuffle_buffer": 8,
+            "generator": {"base_channels": 4, "max_channels": 16},
+            "discriminator": {
+                "base_channels": 4,
+                "max_channels": 16,
+                "num_layers": 2,
+                "num_scales": 2,
+            },
+        },
+        "evaluate": {"num_identities": 3, "batch_size": 4, "matrix_cell": 32},
+    }
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    return MODELS
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """Run the prepare job once on the subset; returns (paths, card, expected, out_dir)."""
+    from infra.config import build
+    from preprocessing.config import PrepareConfig
+    from preprocessing.job import run_prepare
+
+    tmp = tmp_path_factory.mktemp("prepared")
+    csv_path, expected = write_subset_csv(tmp / "inputs")
+    params = small_params(tmp / "outputs", csv_path)
+    paths = ProjectPaths.resolve(PathsConfig(**params["paths"]))
+    cfg = build(PrepareConfig, params["prepare"], "prepare")
+    out_dir = paths.stage_dir("prepare")
+    card = run_prepare(cfg, paths, out_dir)
+    return paths, card, expected, out_dir, params

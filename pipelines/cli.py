@@ -102,7 +102,9 @@ def models(params: ParamsOpt = Path("params.yaml")) -> None:
     from infra.paths import PathsConfig, ProjectPaths
 
     raw = load_params(params) if params.exists() else {}
-    paths = ProjectPaths.resolve(build(PathsConfig, raw.get("paths"), "paths"), params.resolve().parent)
+    paths = ProjectPaths.resolve(
+        build(PathsConfig, raw.get("paths"), "paths"), params.resolve().parent
+    )
     store = ModelStore(paths.models_dir)
     typer.echo(f"models dir: {paths.models_dir}")
     for name, spec in REGISTRY.items():

@@ -1,0 +1,55 @@
+"""Bad and awkward files decode to RGB or to a rejection reason, never an exception."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from preprocessing.decode import decode_image, load_image
+
+from .badfiles import FACE, huge_header_png, make_bad_inputs
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad")
+    return folder, make_bad_inputs(folder)
+
+
+def test_every_bad_file_gets_its_reason(bad):
+    folder, expected = bad
+    for name, reason in expected.items():
+        d = load_image(folder / name, max_pixels=40_000_000)
+        assert d.reason == reason, (name, d.reason, d.detail)
+        if reason is None:
+            assert d.image.dtype == np.uint8 and d.image.ndim == 3 and d.image.shape[2] == 3, name
+        else:
+            assert d.image is None and d.detail
+
+
+def test_huge_header_rejected_before_allocation(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("pixels must not be loaded")
+
+    monkeypatch.setattr(Image.Image, "load", boom)
+    d = decode_image(huge_header_png(30000), max_pixels=40_000_000)
+    assert d.reason == "too_large" and (d.width, d.height) == (30000, 30000)
+
+
+def test_exif_orientation_applied(bad):
+    folder, _ = bad
+    upright = np.asarray(Image.open(FACE).convert("RGB")).astype(np.float32)
+    d = load_image(folder / "exif_rotated.jpg", 40_000_000)
+    assert d.image.shape == upright.shape
+    assert np.abs(d.image.astype(np.float32) - upright).mean() < 6  # JPEG noise only
+
+
+def test_sixteen_bit_and_gray_and_cmyk_match_the_photo(bad):
+    folder, _ = bad
+    gray = np.asarray(Image.open(FACE).convert("L")).astype(np.float32)
+    for name in ("gray16.png", "gray.jpg"):
+        img = load_image(folder / name, 40_000_000).image.astype(np.float32)
+        assert np.abs(img[..., 0] - gray).mean() < 3, name
+        assert np.array_equal(img[..., 0], img[..., 2])
+    rgb = np.asarray(Image.open(FACE).convert("RGB")).astype(np.float32)
+    cmyk = load_image(folder / "cmyk.jpg", 40_000_000).image.astype(np.float32)
+    assert np.abs(cmyk - rgb).mean() < 12

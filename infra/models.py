@@ -12,9 +12,12 @@ in ``params.yaml`` or ``FSP_MODELS_DIR``); tests and CI point it at ``../shared/
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 INSIGHTFACE_LICENCE = "InsightFace pretrained models: non-commercial research only"
 
@@ -54,7 +57,8 @@ class ModelSpec:
     name : registry key.
     task : ``detection``, ``recognition``, ``landmarks``, ``headpose`` or ``parsing``.
     file : path of the weights relative to the models directory.
-    sha256 : hex digest of that file.
+    sha256 : hex digest of that file; None when no digest could be pinned (the loader then
+        accepts the file and logs the digest it found, so it can be pinned).
     url : canonical download URL.
     licence : licence of the weights.
     input : input contract.
@@ -65,7 +69,7 @@ class ModelSpec:
     name: str
     task: str
     file: str
-    sha256: str
+    sha256: str | None
     url: str
     licence: str
     input: InputSpec
@@ -229,6 +233,28 @@ REGISTRY: dict[str, ModelSpec] = {
             licence="see the source repository (SimonEnkel/lightweight-unet-face-parsing)",
             input=InputSpec(shape=(None, 3, 256, 256), mean=127.5, std=127.5),
         ),
+        ModelSpec(
+            name="facexlib_bisenet",
+            task="parsing",
+            file="parsing/parsing_bisenet.pth",
+            sha256=None,
+            url="https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth",
+            licence="MIT (facexlib; BiSeNet face-parsing weights by zllrunning)",
+            input=InputSpec(shape=(None, 3, 512, 512), mean=0.0, std=1.0),
+            notes="19-class CelebAMask-HQ parser; ImageNet mean/std on [0, 1] RGB; 53,289,463 "
+            "bytes. No digest could be pinned offline.",
+        ),
+        ModelSpec(
+            name="facexlib_parsenet",
+            task="parsing",
+            file="parsing/parsing_parsenet.pth",
+            sha256=None,
+            url="https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth",
+            licence="MIT (facexlib)",
+            input=InputSpec(shape=(None, 3, 512, 512), mean=127.5, std=127.5),
+            notes="19-class CelebAMask-HQ parser from facexlib; [-1, 1] RGB. No digest could "
+            "be pinned offline.",
+        ),
     ]
 }
 
@@ -309,7 +335,14 @@ class ModelStore:
                 + _where_to_get(spec, target)
             )
         actual = file_sha256(target)
-        if actual != spec.sha256:
+        if spec.sha256 is None:
+            log.warning(
+                "model %r: checksum not pinned in the registry; using %s (sha256 %s)",
+                name,
+                target,
+                actual,
+            )
+        elif actual != spec.sha256:
             raise ModelChecksumError(
                 f"model {name!r}: file {target} has sha256 {actual}, expected {spec.sha256}. "
                 "The file is corrupt or a different version. " + _where_to_get(spec, target)

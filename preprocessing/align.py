@@ -21,18 +21,58 @@ ARCFACE_112 = np.array(
     dtype=np.float64,
 )
 
-TEMPLATES: dict[str, tuple[np.ndarray, int]] = {"arcface": (ARCFACE_112, 112)}
+TEMPLATES = ("arcface", "ffhq")
 
 
 def template_points(name: str, crop_size: int) -> np.ndarray:
-    """Template landmarks for a square crop of ``crop_size`` pixels, shape (5, 2) float64.
+    """ArcFace template landmarks for a square crop of ``crop_size`` pixels, (5, 2) float64.
 
-    The template is scaled uniformly (``crop_size / 112`` for ArcFace), so resizing an
-    aligned crop of any size to 112x112 gives exactly the ArcFace input crop.
-    Raises ``KeyError`` for an unknown template name.
+    The template is scaled uniformly (``crop_size / 112``), so resizing an aligned crop of
+    any size to 112x112 gives exactly the ArcFace input crop. Raises ``KeyError`` for a
+    template without fixed points (``ffhq`` is defined by a quad, see :func:`ffhq_quad`).
     """
-    points, size = TEMPLATES[name]
-    return points * (crop_size / size)
+    if name != "arcface":
+        raise KeyError(f"template {name!r} has no fixed landmark positions")
+    return ARCFACE_112 * (crop_size / 112)
+
+
+def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
+    """The FFHQ crop quad (Karras et al. 2019, ``ffhq-dataset`` recipe) from 5 points.
+
+    Eye centres are landmarks 0 and 1, the mouth corners 3 and 4. Returns (4, 2) corners
+    top-left, bottom-left, bottom-right, top-right of a square (rotated with the face).
+    """
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    eye_avg = (lm[0] + lm[1]) * 0.5
+    eye_to_eye = lm[1] - lm[0]
+    mouth_avg = (lm[3] + lm[4]) * 0.5
+    eye_to_mouth = mouth_avg - eye_avg
+    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+    x /= np.hypot(*x)
+    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = np.flipud(x) * [-1, 1]
+    c = eye_avg + eye_to_mouth * 0.1
+    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+
+
+def estimate_transform(
+    landmarks: np.ndarray, crop_size: int, template: str = "arcface"
+) -> np.ndarray:
+    """(2, 3) similarity mapping image pixels to a ``template`` crop of ``crop_size`` pixels.
+
+    ``arcface``: least-squares fit of the 5 points to the scaled ArcFace template (tight
+    face crop, as SimSwap/GHOST train on). ``ffhq``: the FFHQ quad mapped onto the crop
+    corners (loose crop with hair and chin, as CelebA-HQ/FFHQ models expect).
+    Raises ValueError for an unknown template.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    if template == "arcface":
+        return similarity_transform(lm, template_points("arcface", crop_size))
+    if template == "ffhq":
+        s = float(crop_size)
+        corners = np.array([[0, 0], [0, s], [s, s], [s, 0]])
+        return similarity_transform(ffhq_quad(lm), corners)
+    raise ValueError(f"unknown template {template!r}; known: {TEMPLATES}")
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -92,16 +132,14 @@ def align_face(
     image : (H, W, C) uint8 image (any channel order; it is kept).
     landmarks : (5, 2) landmark pixels in ``image``.
     crop_size : output side in pixels.
-    template : template name (see :data:`TEMPLATES`).
+    template : ``arcface`` or ``ffhq`` (see :func:`estimate_transform`).
 
     Returns
     -------
     crop : (crop_size, crop_size, C) uint8, outside the image filled with 0.
     M : (2, 3) float64 matrix mapping image pixels to crop pixels.
     """
-    M = similarity_transform(
-        np.asarray(landmarks).reshape(5, 2), template_points(template, crop_size)
-    )
+    M = estimate_transform(landmarks, crop_size, template)
     crop = cv2.warpAffine(
         image, M, (crop_size, crop_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
     )

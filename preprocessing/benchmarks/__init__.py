@@ -1,0 +1,1 @@
+"""Benchmarks of preprocessing components on the real files of ``../shared``."""

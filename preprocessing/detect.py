@@ -12,6 +12,9 @@ from insightface.model_zoo.scrfd import SCRFD
 from infra.ort import make_session
 from preprocessing.config import DetectionConfig
 
+#: Detector input sides used for small images (each gets its own static-shape session).
+ADAPTIVE_SIDES = (160, 320, 480)
+
 
 @dataclass
 class FaceDetections:
@@ -70,8 +73,19 @@ class FaceDetector:
             det_thresh=cfg.score_threshold,
         )
 
+    def input_side(self, height: int, width: int) -> int:
+        """Detector input side for an image: the configured size, or with ``adaptive_size``
+        the smallest of 160/320/480 that holds the image without upscaling it further."""
+        if self.cfg.adaptive_size:
+            longest = max(height, width)
+            for side in ADAPTIVE_SIDES:
+                if longest <= side < self.cfg.input_size:
+                    return side
+        return self.cfg.input_size
+
     def _run(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        det, kps = self.model.detect(bgr, max_num=0)
+        side = self.input_side(*bgr.shape[:2])
+        det, kps = self.model.detect(bgr, input_size=(side, side), max_num=0)
         if kps is None:
             raise RuntimeError(
                 "detector model has no keypoint head; use an SCRFD *_bnkps/kps model"

@@ -1,8 +1,9 @@
-"""Input items, rejection reasons and the manifest schema of the ``prepare`` stage.
+"""Input items, rejection reasons and the table schemas of the ``prepare`` stage.
 
 The manifest (``manifest.parquet``) has exactly one row per input file: ``status`` is
-``kept`` or ``rejected``, ``reason`` says why a file was rejected, and the measured values
-behind each decision (image size, face count, face size, detector score) sit beside it.
+``kept`` or ``rejected``, ``reason`` says which step rejected it, ``detail`` says why in
+words, and the measured values behind every decision (image size, pHash, face count, face
+size, aspect ratio, pose) sit beside it.
 """
 
 from __future__ import annotations
@@ -17,12 +18,22 @@ REJECTED = "rejected"
 
 
 class Reason:
-    """Rejection reasons beyond those of :class:`preprocessing.decode.Reason`."""
+    """Rejection reasons besides those of decoding (:class:`preprocessing.decode.Reason`).
+
+    In funnel order: listing, duplicate entries, decoding, near duplicates, face count,
+    size, aspect ratio, tilt, annotation.
+    """
 
     LISTED_TWICE = "listed_twice"
+    UNSUPPORTED_EXTENSION = "unsupported_extension"
+    DUPLICATE_ENTRY = "duplicate_entry"
     DETECT_ERROR = "detect_error"
+    NEAR_DUPLICATE = "near_duplicate"
     NO_FACE = "no_face"
     MULTIPLE_FACES = "multiple_faces"
+    SMALL_FACE = "small_face"
+    ASPECT_RATIO = "aspect_ratio"
+    TILTED = "tilted"
     ANNOTATE_ERROR = "annotate_error"
 
 
@@ -36,7 +47,11 @@ class InputItem:
     source : source name from the config.
     path : absolute file path.
     listed : the path as the source listed it (relative to its root).
-    identity : identity label, ``source:label``; None when the source has none.
+    identity : identity label ``source:label`` (kept when the label has a prefix); None
+        when the source has none.
+    mask_path : ground-truth label map of the image (CelebAMask-HQ), if any.
+    reason, detail : set when the reader already rejects the file (e.g. unsupported
+        extension); None otherwise.
     """
 
     key: str
@@ -44,6 +59,9 @@ class InputItem:
     path: str
     listed: str
     identity: str | None
+    mask_path: str | None = None
+    reason: str | None = None
+    detail: str = ""
 
     def to_row(self) -> dict:
         return asdict(self)
@@ -54,35 +72,47 @@ def make_key(source: str, listed: str) -> str:
     return hashlib.sha1(f"{source}/{listed}".encode()).hexdigest()[:16]
 
 
-#: Columns written by the detection pass, one row per input.
+_ITEM_FIELDS = [
+    ("key", pa.string()),
+    ("source", pa.string()),
+    ("path", pa.string()),
+    ("listed", pa.string()),
+    ("identity", pa.string()),
+    ("mask_path", pa.string()),
+]
+
+_MEASURED = [
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("phash", pa.string()),
+    ("num_detections", pa.int32()),
+    ("num_faces", pa.int32()),
+    ("det_padded", pa.bool_()),
+    ("det_score", pa.float32()),
+    ("face_size", pa.float32()),
+    ("bbox", pa.list_(pa.float32())),
+    ("landmarks", pa.list_(pa.float32())),
+    ("yaw", pa.float32()),
+    ("pitch", pa.float32()),
+    ("roll", pa.float32()),
+    ("eye_roll", pa.float32()),
+]
+
+#: Rows written by the detection pass, one per input.
 DETECTION_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("source", pa.string()),
-        ("path", pa.string()),
-        ("listed", pa.string()),
-        ("identity", pa.string()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("num_detections", pa.int32()),
-        ("num_faces", pa.int32()),
-        ("det_padded", pa.bool_()),
-        ("det_score", pa.float32()),
-        ("face_size", pa.float32()),
-        ("bbox", pa.list_(pa.float32())),
-        ("landmarks", pa.list_(pa.float32())),
-    ]
+    [*_ITEM_FIELDS, ("reason", pa.string()), ("detail", pa.string()), *_MEASURED]
 )
 
-#: The manifest: detection columns plus the decision and where a kept face was written.
+#: The manifest: inputs, measurements, the decision and where a kept face was written.
 MANIFEST_SCHEMA = pa.schema(
     [
-        *[f for f in DETECTION_SCHEMA if f.name not in ("reason", "detail")],
+        *_ITEM_FIELDS,
         ("status", pa.string()),
         ("reason", pa.string()),
         ("detail", pa.string()),
+        *_MEASURED,
+        ("aspect", pa.float32()),
+        ("near_duplicate_of", pa.string()),
         ("split", pa.string()),
         ("shard", pa.string()),
     ]

@@ -1,24 +1,70 @@
-"""Source readers: turn a configured source into a list of :class:`InputItem`."""
+"""Source readers: turn a configured source into a list of :class:`InputItem`.
+
+Every file a reader lists becomes one manifest row. Folder readers list every regular file
+(hidden ones excepted) in sorted order; files whose extension is not an image extension
+are listed as rejected (``unsupported_extension``) rather than silently skipped.
+"""
 
 from __future__ import annotations
 
 import csv
+import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from infra.config import ConfigError
 from infra.paths import ProjectPaths
 from preprocessing.config import SourceConfig
-from preprocessing.records import InputItem, make_key
+from preprocessing.records import InputItem, Reason, make_key
+
+
+def _label(source: str, raw: str | None) -> str | None:
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    return raw if ":" in raw else f"{source}:{raw}"
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Files under ``root`` (symlinks included, dangling ones too), sorted, no hidden names."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield Path(dirpath) / name
+
+
+def _item(
+    cfg: SourceConfig, path: Path, listed: str, identity: str | None, mask: Path | None = None
+) -> InputItem:
+    reason, detail = None, ""
+    if path.suffix.lower() not in {e.lower() for e in cfg.extensions}:
+        reason = Reason.UNSUPPORTED_EXTENSION
+        detail = f"extension {path.suffix or '(none)'!r} not in {cfg.extensions}"
+    return InputItem(
+        key=make_key(cfg.name, listed),
+        source=cfg.name,
+        path=str(path),
+        listed=listed,
+        identity=identity,
+        mask_path=str(mask) if mask is not None else None,
+        reason=reason,
+        detail=detail,
+    )
+
+
+def _folder(cfg: SourceConfig, paths: ProjectPaths) -> Path:
+    root = paths.data_path(cfg.path)
+    if not root.is_dir():
+        raise ConfigError(f"source {cfg.name!r}: folder {root} not found")
+    return root
 
 
 def read_identity_csv(cfg: SourceConfig, paths: ProjectPaths) -> list[InputItem]:
-    """Read a CSV with columns ``path,identity`` (extra columns ignored).
-
-    Image paths are relative to ``cfg.root`` (default: the CSV's folder) unless absolute.
-    Identity labels are prefixed with the source name (``lfw:Ariel_Sharon`` stays as is
-    when it already carries a prefix). Raises :class:`ConfigError` when the file is missing
-    or lacks the ``path`` column.
-    """
+    """CSV with columns ``path,identity`` (extra columns ignored; rows with an empty path are
+    not files and are skipped). Paths are relative to ``cfg.root`` (default: the CSV's
+    folder) unless absolute. Raises ConfigError for a missing file or ``path`` column."""
     csv_path = paths.data_path(cfg.path)
     if not csv_path.is_file():
         raise ConfigError(f"source {cfg.name!r}: CSV {csv_path} not found")
@@ -32,25 +78,68 @@ def read_identity_csv(cfg: SourceConfig, paths: ProjectPaths) -> list[InputItem]
             )
         for row in reader:
             listed = (row.get("path") or "").strip()
-            if not listed:
-                continue
-            label = (row.get("identity") or "").strip() or None
-            if label is not None and ":" not in label:
-                label = f"{cfg.name}:{label}"
-            p = Path(listed)
-            items.append(
-                InputItem(
-                    key=make_key(cfg.name, listed),
-                    source=cfg.name,
-                    path=str(p if p.is_absolute() else root / p),
-                    listed=listed,
-                    identity=label,
-                )
-            )
+            if listed:
+                p = Path(listed)
+                path = p if p.is_absolute() else root / p
+                items.append(_item(cfg, path, listed, _label(cfg.name, row.get("identity"))))
     return items
 
 
-READERS = {"identity_csv": read_identity_csv}
+def read_vggface2(cfg: SourceConfig, paths: ProjectPaths) -> list[InputItem]:
+    """VGGFace2 layout ``<path>/<identity>/<image>``: the identity is the first folder under
+    ``path``; files directly in ``path`` have no identity."""
+    root = _folder(cfg, paths)
+    items = []
+    for f in _walk(root):
+        rel = f.relative_to(root)
+        identity = _label(cfg.name, rel.parts[0]) if len(rel.parts) > 1 else None
+        items.append(_item(cfg, f, rel.as_posix(), identity))
+    return items
+
+
+def _read_identity_file(path: Path) -> dict[str, str]:
+    """``<image file> <identity>`` per line (whitespace or comma separated)."""
+    mapping = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = re.split(r"[,\s]+", line.strip())
+        if len(parts) < 2:
+            raise ConfigError(f"{path}:{n}: expected `<image> <identity>`, got {line!r}")
+        mapping[parts[0]] = parts[1]
+    return mapping
+
+
+def read_celebahq(cfg: SourceConfig, paths: ProjectPaths) -> list[InputItem]:
+    """CelebA-HQ / CelebAMask-HQ: images in ``path``; optional ``masks`` folder holding
+    ``<image stem>.png`` label maps (pixel = class id) and an optional ``identities``
+    file. Images without a mask or identity keep None for it."""
+    root = _folder(cfg, paths)
+    masks = paths.data_path(cfg.masks) if cfg.masks else None
+    if masks is not None and not masks.is_dir():
+        raise ConfigError(f"source {cfg.name!r}: masks folder {masks} not found")
+    ids = _read_identity_file(paths.data_path(cfg.identities)) if cfg.identities else {}
+    items = []
+    for f in _walk(root):
+        rel = f.relative_to(root).as_posix()
+        mask = masks / f"{f.stem}.png" if masks is not None else None
+        identity = _label(cfg.name, ids.get(f.name) or ids.get(rel))
+        items.append(_item(cfg, f, rel, identity, mask if mask and mask.is_file() else None))
+    return items
+
+
+def read_folder(cfg: SourceConfig, paths: ProjectPaths) -> list[InputItem]:
+    """Any folder tree; no identities."""
+    root = _folder(cfg, paths)
+    return [_item(cfg, f, f.relative_to(root).as_posix(), None) for f in _walk(root)]
+
+
+READERS = {
+    "identity_csv": read_identity_csv,
+    "vggface2": read_vggface2,
+    "celebahq": read_celebahq,
+    "folder": read_folder,
+}
 
 
 def read_sources(sources: list[SourceConfig], paths: ProjectPaths) -> list[InputItem]:

@@ -1,10 +1,16 @@
-"""Typed config of the ``prepare`` stage; mirrors ``params.yaml: prepare``."""
+"""Typed config of the ``prepare`` stage; mirrors ``params.yaml: prepare``.
+
+Class defaults follow the papers (seed 000 §III.A filter funnel, FaceShifter thesis §5.1
+size limit); ``params.yaml`` holds the values used on the sample faces.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"]
 
 
 class _Section(BaseModel):
@@ -12,24 +18,50 @@ class _Section(BaseModel):
 
 
 class SourceConfig(_Section):
-    """One input source."""
+    """One input source.
+
+    Kinds: ``identity_csv`` (CSV with ``path,identity``), ``vggface2``
+    (``<path>/<identity>/<image>``), ``celebahq`` (flat image folder, optional ground-truth
+    masks and identity file), ``folder`` (any folder tree, no identities).
+    """
 
     name: str = Field(description="Source name written into every manifest row.")
-    kind: Literal["identity_csv"] = Field(
-        description="Reader: `identity_csv` = CSV with columns path,identity[,…]."
-    )
-    path: str = Field(description="CSV file, relative to paths.data_root unless absolute.")
+    kind: Literal["identity_csv", "vggface2", "celebahq", "folder"] = Field(description="Reader.")
+    path: str = Field(description="CSV file or image folder, relative to paths.data_root.")
     root: str | None = Field(
-        None,
-        description="Folder the CSV's image paths are relative to (default: the CSV's folder).",
+        None, description="identity_csv: folder the listed paths are relative to (default: CSV's)."
     )
+    masks: str | None = Field(
+        None, description="celebahq: folder of 19-class label PNGs named like the images."
+    )
+    identities: str | None = Field(
+        None, description="celebahq: text file of `<image file> <identity>` lines."
+    )
+    extensions: list[str] = Field(
+        IMAGE_EXTENSIONS,
+        description="Folder readers: extensions read as images; other files "
+        "are listed and rejected as unsupported_extension.",
+    )
+
+    @model_validator(mode="after")
+    def _fields_fit_kind(self) -> SourceConfig:
+        if self.root is not None and self.kind != "identity_csv":
+            raise ValueError(f"source {self.name!r}: `root` only applies to identity_csv")
+        if (self.masks or self.identities) and self.kind != "celebahq":
+            raise ValueError(f"source {self.name!r}: `masks`/`identities` only apply to celebahq")
+        return self
 
 
 class DetectionConfig(_Section):
     """Face detection and the single-face rule."""
 
     model: str = Field("scrfd_2.5g_bnkps", description="Registry name of the SCRFD detector.")
-    input_size: int = Field(640, ge=128, description="Detector input side in pixels (letterbox).")
+    input_size: int = Field(640, ge=128, description="Largest detector input side (letterbox), px.")
+    adaptive_size: bool = Field(
+        True,
+        description="Detect small images at the smallest of 160/320/480/input_size that "
+        "holds them instead of upscaling them to input_size.",
+    )
     score_threshold: float = Field(0.5, gt=0, lt=1, description="Minimum detection score.")
     min_relative_size: float = Field(
         0.5,
@@ -44,35 +76,140 @@ class DetectionConfig(_Section):
         description="When nothing is found, retry once with a black border of this fraction "
         "of the longer image side on every side (tight face crops need context). 0 = off.",
     )
+    pose_margin: float = Field(0.2, ge=0, description="Face-box enlargement for FSA-Net head pose.")
 
 
-class AlignConfig(_Section):
-    """Alignment of the kept face."""
+class DuplicateEntryFilter(_Section):
+    """Seed 000: VGGFace2 exports that split one photo into ``x_01``/``x_02``: keep a lone
+    ``_01``, drop every member of a group with more than one."""
 
-    template: Literal["arcface"] = Field(
-        "arcface", description="5-point template; `arcface` = ArcFace 112 template scaled."
+    enabled: bool = True
+    pattern: str = Field(
+        r"^(?P<stem>.+)_(?P<index>\d{2})$",
+        description="Regex on the file stem; files with the same folder and `stem` group.",
     )
-    crop_size: int = Field(256, ge=64, description="Side of the aligned crop in pixels.")
+
+
+class NearDuplicateFilter(_Section):
+    """Near-duplicate photos of one identity (perceptual hash): keep one."""
+
+    enabled: bool = True
+    max_distance: int = Field(
+        6, ge=0, le=64, description="pHash Hamming distance (of 64 bits) counted as duplicate."
+    )
+
+
+class SizeFilter(_Section):
+    """Face-box size, sqrt(box width × height) in pixels."""
+
+    drop_fraction: float = Field(
+        0.45,
+        ge=0,
+        lt=1,
+        description="Drop this lower fraction by face size (seed 000: 45 %), "
+        "a quantile over all faces left after the single-face filter.",
+    )
+    min_face: float = Field(
+        180.0, ge=0, description="Absolute minimum face size in pixels (FaceShifter thesis: 180)."
+    )
+
+
+class AspectFilter(_Section):
+    """Image height/width ratio. Seed 000 keeps images with a ratio below 0.85 or above 1.15,
+    as written (``keep: outside``)."""
+
+    low: float = Field(0.85, gt=0, description="Lower edge of the band.")
+    high: float = Field(1.15, gt=0, description="Upper edge of the band.")
+    keep: Literal["outside", "inside", "all"] = Field(
+        "outside", description="Keep images outside or inside the band, or all (filter off)."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AspectFilter:
+        if self.low > self.high:
+            raise ValueError(f"aspect band low {self.low} > high {self.high}")
+        return self
+
+
+class TiltFilter(_Section):
+    """Head tilt: roll from the eye landmarks, yaw and pitch from FSA-Net. Degrees."""
+
+    max_roll: float = Field(30.0, gt=0, description="Largest |roll| kept (eye landmarks).")
+    max_yaw: float = Field(45.0, gt=0, description="Largest |yaw| kept (FSA-Net).")
+    max_pitch: float = Field(30.0, gt=0, description="Largest |pitch| kept (FSA-Net).")
+
+
+class FiltersConfig(_Section):
+    """The filter funnel, applied in this order and counted separately."""
+
+    duplicate_entries: DuplicateEntryFilter = DuplicateEntryFilter()
+    near_duplicates: NearDuplicateFilter = NearDuplicateFilter()
+    size: SizeFilter = SizeFilter()
+    aspect: AspectFilter = AspectFilter()
+    tilt: TiltFilter = TiltFilter()
+
+
+class CropConfig(_Section):
+    """One aligned crop written per face."""
+
+    template: Literal["arcface", "ffhq"] = Field(
+        description="`arcface`: ArcFace 5-point template scaled; `ffhq`: FFHQ quad."
+    )
+    size: int = Field(ge=64, description="Crop side in pixels.")
+
+    @property
+    def name(self) -> str:
+        return f"{self.template}_{self.size}"
+
+
+class AnnotateConfig(_Section):
+    """Annotations of every kept face."""
+
+    crops: list[CropConfig] = Field(
+        [CropConfig(template="arcface", size=256)],
+        description="Aligned crops; the first is the primary crop (`jpg`), which landmarks "
+        "and masks refer to; others are stored as `<template>_<size>.jpg`.",
+    )
     jpeg_quality: int = Field(95, ge=50, le=100, description="JPEG quality of stored crops.")
+    landmarks_468: bool = Field(True, description="Store FaceMesh 468-point landmarks.")
+    mask_backend: Literal["auto", "unet", "bisenet", "parsenet", "facemesh", "none"] = Field(
+        "auto",
+        description="19-class label-map backend; `auto` = bisenet when its weights "
+        "are present, else unet.",
+    )
+
+    @field_validator("crops")
+    @classmethod
+    def _some_crops(cls, v: list[CropConfig]) -> list[CropConfig]:
+        if not v:
+            raise ValueError("at least one crop is needed")
+        if len({c.name for c in v}) != len(v):
+            raise ValueError("crops must differ in template or size")
+        return v
 
 
 class SplitConfig(_Section):
     """Held-out evaluation identities."""
 
     eval_identities: int = Field(
-        8,
-        ge=0,
-        description="Number of identities (with ≥ min_images kept) held out for evaluation.",
+        8, ge=0, description="Identities (with ≥ min_images kept) held out for evaluation."
     )
     min_images: int = Field(2, ge=2, description="Kept images an evaluation identity needs.")
     seed: int = Field(0, description="Seed of the identity choice (hash-based, stable).")
+
+
+class ShardConfig(_Section):
+    """WebDataset shard bounds."""
+
+    max_samples: int = Field(1000, ge=1, description="Samples per shard at most.")
+    max_bytes: int = Field(1_000_000_000, ge=1_000_000, description="Bytes per shard at most.")
 
 
 class RayConfig(_Section):
     """Ray execution."""
 
     address: str | None = Field(
-        None, description="Cluster address; null = RAY_ADDRESS or a local ray.init()."
+        None, description="Cluster address; null = RAY_ADDRESS or a private local instance."
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance.")
     num_actors: int = Field(2, ge=1, description="Actors (model holders) per pool.")
@@ -80,25 +217,29 @@ class RayConfig(_Section):
         0.5, gt=0, description="CPUs each actor reserves; fractional on small machines."
     )
     gpus_per_actor: float = Field(0.0, ge=0, description="GPUs each actor reserves.")
-    batch_size: int = Field(16, ge=1, description="Images per detection batch.")
-    threads_per_actor: int = Field(1, ge=1, description="onnxruntime intra-op threads per actor.")
+    threads_per_actor: int = Field(1, ge=1, description="onnxruntime/torch threads per actor.")
+    chunk_size: int = Field(
+        256, ge=1, description="Inputs per detection task; finished chunks are kept for resume."
+    )
 
 
 class PrepareConfig(_Section):
-    """The ``prepare`` stage: detect, filter, align, embed, write shards + manifest."""
+    """The ``prepare`` stage: read, detect, filter, align, annotate, write shards + manifest."""
 
     sources: list[SourceConfig] = Field(description="Inputs; several are read in one run.")
     identity_model: str = Field(
         "mobilefacenet_128d", description="Registry name of the identity embedder (ONNX)."
     )
     detection: DetectionConfig = DetectionConfig()
-    align: AlignConfig = AlignConfig()
+    filters: FiltersConfig = FiltersConfig()
+    annotate: AnnotateConfig = AnnotateConfig()
     split: SplitConfig = SplitConfig()
-    shard_size: int = Field(64, ge=1, description="Samples per WebDataset shard.")
+    shards: ShardConfig = ShardConfig()
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Images whose header claims more pixels are rejected."
     )
     ray: RayConfig = RayConfig()
+    experiment: str = Field("faceswap", description="MLflow experiment of the prepare run.")
 
     @field_validator("sources")
     @classmethod

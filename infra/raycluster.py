@@ -29,7 +29,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         log.info("connecting to Ray cluster at %s", target)
         ray.init(address=target, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        # address="local": never attach to some other `ray start` cluster on this machine
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
     try:
         yield
     finally:

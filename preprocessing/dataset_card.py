@@ -21,6 +21,15 @@ class SplitInfo(BaseModel):
     identities: dict[str, int] = Field(description="Kept faces per identity.")
 
 
+class ShardInfo(BaseModel):
+    """One shard file: lets a trainer pick shards by identity without opening them."""
+
+    split: str
+    num_samples: int
+    bytes: int
+    identities: dict[str, int]
+
+
 class CropInfo(BaseModel):
     template: str = Field(description="Alignment template, e.g. `arcface`.")
     size: int = Field(description="Aligned crop side in pixels.")
@@ -46,6 +55,9 @@ class DatasetCard(BaseModel):
     embedding: EmbeddingInfo
     detector: ModelRef
     funnel: list[dict] = Field(description="Filter funnel: step, rejected, remaining.")
+    thresholds: dict[str, float] = Field({}, description="Values computed from the data.")
+    annotations: dict = Field({}, description="What each sample holds and how it was made.")
+    shard_index: dict[str, ShardInfo] = Field({}, description="Per shard file (relative path).")
     rejections: dict[str, int] = Field(description="Rejected inputs per reason.")
     settings: dict = Field(description="The resolved prepare config that produced the data.")
 

@@ -1,33 +1,26 @@
-"""Pass 2 of ``prepare``: align, embed and write one WebDataset shard per task.
+"""Pass 2 of ``prepare``: annotate the kept faces and write WebDataset shards.
 
-Each task gets a shard plan (name + ordered rows) and writes ``<shard>.tar`` atomically
-(temporary file, then rename). A sample holds:
-
-``<key>.jpg``     aligned RGB crop (JPEG), ``crop_size`` × ``crop_size``
-``<key>.id.npy``  L2-normalised identity embedding, float32 (D,)
-``<key>.json``    identity, source, path, split, bbox, landmarks (image and crop pixels),
-                  the 2×3 image→crop transform, detector score, image size, template.
-
-A face that fails here is returned as a rejection, so the manifest still accounts for it.
+One task per shard plan. Faces are annotated in mini-batches (batched embedding and
+parsing) and written in plan order; a shard that would pass ``shards.max_bytes`` rolls
+over to ``<plan>-1.tar``, ``<plan>-2.tar``…. Tars are written to temporary names and
+renamed; a sidecar ``<plan>.json`` (written last) records the files, the per-face outcomes
+and a fingerprint of everything the shard depends on, so a rerun skips finished shards
+and a killed run never leaves a half shard that looks finished.
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
 import json
 import os
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pyarrow as pa
 import webdataset as wds
 
-from infra.identity import IdentityEmbedder
 from infra.models import ModelStore
-from preprocessing.align import align_face, transform_points
+from preprocessing.annotate import FaceAnnotator
 from preprocessing.config import PrepareConfig
-from preprocessing.decode import load_image
 
 OUTCOME_SCHEMA = pa.schema(
     [
@@ -35,103 +28,103 @@ OUTCOME_SCHEMA = pa.schema(
         ("shard", pa.string()),
         ("ok", pa.bool_()),
         ("detail", pa.string()),
+        ("bytes", pa.int64()),
     ]
 )
 
+MINI_BATCH = 32
 
-def encode_sample(
-    key: str, crop_rgb: np.ndarray, embedding: np.ndarray, meta: dict, quality: int
-) -> dict:
-    """The WebDataset dict of one sample (all values bytes)."""
-    ok, jpg = cv2.imencode(".jpg", crop_rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    buf = io.BytesIO()
-    np.save(buf, embedding.astype(np.float32), allow_pickle=False)
-    return {
-        "__key__": key,
-        "jpg": jpg.tobytes(),
-        "id.npy": buf.getvalue(),
-        "json": json.dumps(meta, sort_keys=True).encode(),
-    }
+
+def shard_fingerprint(plan_rows: str, settings: dict) -> str:
+    """Hash of a shard plan's rows (JSON) and the settings/models its content depends on."""
+    payload = json.dumps({"rows": plan_rows, "settings": settings}, sort_keys=True)
+    return hashlib.sha1(payload.encode()).hexdigest()
+
+
+def read_sidecar(shard_dir: Path, plan: str, fingerprint: str) -> list[dict] | None:
+    """Outcomes of a finished shard plan with this fingerprint, else None."""
+    path = shard_dir / f"{plan}.json"
+    try:
+        side = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if side.get("fingerprint") != fingerprint:
+        return None
+    if not all((shard_dir / f).is_file() for f in side.get("files", [])):
+        return None
+    return side["outcomes"]
 
 
 class WriteShards:
-    """Callable class for ``Dataset.map_batches`` (batch = shard plans).
-
-    Parameters
-    ----------
-    cfg : prepare config.
-    models_dir : directory of verified weights.
-    shard_dir : where ``<shard>.tar`` files are written (shared storage on a cluster).
-    """
+    """Callable class for ``Dataset.map_batches`` over shard plans
+    (``{"shard", "rows", "fingerprint"}``)."""
 
     def __init__(self, cfg: PrepareConfig, models_dir: str, shard_dir: str):
         self.cfg = cfg
         self.shard_dir = Path(shard_dir)
-        self.embedder = IdentityEmbedder(
-            ModelStore(models_dir),
-            cfg.identity_model,
-            threads=cfg.ray.threads_per_actor,
-            use_gpu=cfg.ray.gpus_per_actor > 0,
+        self.annotator = FaceAnnotator(
+            cfg, ModelStore(models_dir), cfg.ray.threads_per_actor, cfg.ray.gpus_per_actor > 0
         )
 
-    def _prepare(self, row: dict) -> tuple[np.ndarray, np.ndarray, dict]:
-        decoded = load_image(Path(row["path"]), self.cfg.max_image_pixels)
-        if decoded.image is None:
-            raise RuntimeError(
-                f"{decoded.reason}: {decoded.detail} (file changed since detection?)"
-            )
-        size = self.cfg.align.crop_size
-        kps = np.asarray(row["landmarks"], dtype=np.float64).reshape(5, 2)
-        crop, M = align_face(decoded.image, kps, size, self.cfg.align.template)
-        face112, _ = align_face(
-            decoded.image, kps, self.embedder.input_size, self.cfg.align.template
-        )
-        meta = {
-            "key": row["key"],
-            "identity": row["identity"],
-            "source": row["source"],
-            "path": row["listed"],
-            "split": row["split"],
-            "width": row["width"],
-            "height": row["height"],
-            "bbox": [round(float(v), 2) for v in row["bbox"]],
-            "landmarks": np.round(kps, 2).tolist(),
-            "landmarks_aligned": np.round(transform_points(kps, M), 2).tolist(),
-            "transform": np.round(M, 6).tolist(),
-            "det_score": round(float(row["det_score"]), 4),
-            "crop_size": size,
-            "template": self.cfg.align.template,
-        }
-        return crop, face112, meta
+    def _annotated(self, rows: list[dict], outcomes: list[dict]):
+        """Yield annotated faces in plan order; failures go to ``outcomes``."""
+        for i in range(0, len(rows), MINI_BATCH):
+            batch = []
+            for row in rows[i : i + MINI_BATCH]:
+                try:
+                    batch.append(self.annotator.prepare_one(row))
+                except Exception as e:
+                    outcomes.append(
+                        {
+                            "key": row["key"],
+                            "shard": None,
+                            "ok": False,
+                            "detail": f"{type(e).__name__}: {e}",
+                            "bytes": 0,
+                        }
+                    )
+            self.annotator.finish(batch)
+            yield from batch
 
     def write(self, plan: dict) -> list[dict]:
-        """Write one shard; returns one outcome dict per planned key."""
+        """Write one shard plan (possibly several tars); returns one outcome per key."""
         rows = json.loads(plan["rows"])
-        outcomes, prepared = [], []
-        for row in rows:
-            try:
-                prepared.append((row["key"], *self._prepare(row)))
-            except Exception as e:
-                outcomes.append(
-                    {
-                        "key": row["key"],
-                        "shard": None,
-                        "ok": False,
-                        "detail": f"{type(e).__name__}: {e}",
-                    }
-                )
-        if prepared:
-            embeddings = self.embedder.embed(np.stack([p[2] for p in prepared]))
-            self.shard_dir.mkdir(parents=True, exist_ok=True)
-            final = self.shard_dir / f"{plan['shard']}.tar"
-            tmp = final.with_suffix(".tar.tmp")
-            with open(tmp, "wb") as f, wds.TarWriter(f, encoder=False, mtime=0.0) as sink:
-                for (key, crop, _, meta), emb in zip(prepared, embeddings, strict=True):
-                    sink.write(encode_sample(key, crop, emb, meta, self.cfg.align.jpeg_quality))
-                    outcomes.append({"key": key, "shard": plan["shard"], "ok": True, "detail": ""})
-            os.replace(tmp, final)
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        outcomes: list[dict] = []
+        files: list[str] = []
+        sink = f = None
+        size = 0
+        for ann in self._annotated(rows, outcomes):
+            sample = ann.encode(self.cfg.annotate.jpeg_quality)
+            nbytes = sum(len(v) + 1024 for k, v in sample.items() if k != "__key__")
+            if sink is None or (size and size + nbytes > self.cfg.shards.max_bytes):
+                if sink is not None:
+                    sink.close()
+                    f.close()
+                name = plan["shard"] + (f"-{len(files)}" if files else "") + ".tar"
+                files.append(name)
+                f = open(self.shard_dir / (name + ".tmp"), "wb")  # noqa: SIM115 - closed below
+                sink = wds.TarWriter(f, encoder=False, mtime=0.0)
+                size = 0
+            sink.write(sample)
+            size += nbytes
+            outcomes.append(
+                {"key": ann.key, "shard": files[-1][:-4], "ok": True, "detail": "", "bytes": nbytes}
+            )
+        if sink is not None:
+            sink.close()
+            f.close()
+        for name in files:
+            os.replace(self.shard_dir / (name + ".tmp"), self.shard_dir / name)
+        side = {
+            "fingerprint": plan["fingerprint"],
+            "files": files,
+            "outcomes": outcomes,
+            "mask_backend": self.annotator.mask_backend_name,
+        }
+        tmp = self.shard_dir / f"{plan['shard']}.json.tmp"
+        tmp.write_text(json.dumps(side))
+        os.replace(tmp, self.shard_dir / f"{plan['shard']}.json")
         return outcomes
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -71,15 +71,69 @@ def write_subset_csv(folder: Path) -> tuple[Path, dict]:
     return path, {"rows": len(rows), "multi": len(MULTI_FACE), "none": len(NO_FACE)}
 
 
-def small_params(out_dir: Path, csv_path: Path) -> dict:
+LFW = FACES / "lfw_subset_krasserm"
+#: VGGFace2-style tree: file → (source photo, expected reason or None for kept).
+VGG_TREE = {
+    "idA/001_01.jpg": (LFW / "George_W_Bush/George_W_Bush_0001.jpg", "duplicate_entry"),
+    "idA/001_02.jpg": (LFW / "George_W_Bush/George_W_Bush_0002.jpg", "duplicate_entry"),
+    "idA/002_01.jpg": (LFW / "George_W_Bush/George_W_Bush_0004.jpg", None),
+    "idA/003.jpg": (LFW / "George_W_Bush/George_W_Bush_0005.jpg", None),
+    "idA/003_copy.jpg": (LFW / "George_W_Bush/George_W_Bush_0005.jpg", "near_duplicate"),
+    "idB/b1.jpg": (LFW / "Hugo_Chavez/Hugo_Chavez_0002.jpg", None),
+    "idB/b2.jpg": (LFW / "Hugo_Chavez/Hugo_Chavez_0003.jpg", None),
+}
+
+
+def write_vgg_tree(root: Path) -> dict[str, str | None]:
+    """Write :data:`VGG_TREE`; ``003_copy`` is a smaller re-encoded copy (near duplicate)."""
+    import cv2
+
+    for rel, (src, _) in VGG_TREE.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith("_copy.jpg"):
+            img = cv2.imread(str(src))
+            img = cv2.resize(img, None, fx=0.9, fy=0.9, interpolation=cv2.INTER_AREA)
+            cv2.imwrite(str(root / rel), img, [cv2.IMWRITE_JPEG_QUALITY, 80])
+        else:
+            (root / rel).write_bytes(src.read_bytes())
+    return {rel: reason for rel, (_, reason) in VGG_TREE.items()}
+
+
+def write_inputs(folder: Path) -> tuple[list[dict], dict]:
+    """Three real sources: an identity CSV, a folder of bad/awkward files, a VGGFace2 tree.
+
+    Returns (source configs, expected) where expected holds the CSV counts and, per folder
+    source, {listed path: expected reason or None}.
+    """
+    from .badfiles import make_bad_inputs
+
+    csv_path, expected = write_subset_csv(folder / "inputs")
+    bad = make_bad_inputs(folder / "bad")
+    bad.pop("a_directory.jpg", None)  # a directory is not a file: not listed
+    (folder / "bad" / "notes.txt").write_text("not an image\n")
+    bad["notes.txt"] = "unsupported_extension"
+    expected["bad"] = bad
+    expected["vgg"] = write_vgg_tree(folder / "vgg")
+    expected["rows"] += len(bad) + len(expected["vgg"])
+    sources = [
+        {"name": "subset", "kind": "identity_csv", "path": str(csv_path)},
+        {"name": "bad", "kind": "folder", "path": str(folder / "bad")},
+        {"name": "vgg", "kind": "vggface2", "path": str(folder / "vgg")},
+    ]
+    return sources, expected
+
+
+def small_params(out_dir: Path, sources: list[dict]) -> dict:
     """params.yaml content for fast runs on the subset."""
     return {
         "paths": {"data_root": str(FACES), "models_dir": str(MODELS), "output_dir": str(out_dir)},
         "prepare": {
-            "sources": [{"name": "subset", "kind": "identity_csv", "path": str(csv_path)}],
+            "sources": sources,
+            "filters": {"size": {"drop_fraction": 0.0, "min_face": 0}, "aspect": {"keep": "all"}},
+            "annotate": {"crops": [{"template": "arcface", "size": 128}], "mask_backend": "unet"},
             "split": {"eval_identities": 3, "min_images": 2},
-            "shard_size": 16,
-            "ray": {"num_cpus": 2, "num_actors": 2, "cpus_per_actor": 0.5},
+            "shards": {"max_samples": 16},
+            "ray": {"num_cpus": 2, "num_actors": 2, "cpus_per_actor": 0.5, "chunk_size": 16},
         },
         "train": {
             "steps": 2,
@@ -114,10 +168,10 @@ def prepared(tmp_path_factory):
     from preprocessing.job import run_prepare
 
     tmp = tmp_path_factory.mktemp("prepared")
-    csv_path, expected = write_subset_csv(tmp / "inputs")
-    params = small_params(tmp / "outputs", csv_path)
+    sources, expected = write_inputs(tmp)
+    params = small_params(tmp / "outputs", sources)
     paths = ProjectPaths.resolve(PathsConfig(**params["paths"]))
     cfg = build(PrepareConfig, params["prepare"], "prepare")
     out_dir = paths.stage_dir("prepare")
-    card = run_prepare(cfg, paths, out_dir)
+    card = run_prepare(cfg, paths, out_dir, track=False)
     return paths, card, expected, out_dir, params

@@ -6,7 +6,7 @@ from PIL import Image
 
 from preprocessing.decode import decode_image, load_image
 
-from .badfiles import FACE, huge_header_png, make_bad_inputs
+from .badfiles import PHOTOS, huge_header_png, make_bad_inputs, rgb_of
 
 
 @pytest.fixture(scope="module")
@@ -17,6 +17,7 @@ def bad(tmp_path_factory):
 
 def test_every_bad_file_gets_its_reason(bad):
     folder, expected = bad
+    expected = {**expected, "a_directory.jpg": "unreadable"}
     for name, reason in expected.items():
         d = load_image(folder / name, max_pixels=40_000_000)
         assert d.reason == reason, (name, d.reason, d.detail)
@@ -37,7 +38,7 @@ def test_huge_header_rejected_before_allocation(monkeypatch):
 
 def test_exif_orientation_applied(bad):
     folder, _ = bad
-    upright = np.asarray(Image.open(FACE).convert("RGB")).astype(np.float32)
+    upright = rgb_of(PHOTOS["exif_rotated.jpg"]).astype(np.float32)
     d = load_image(folder / "exif_rotated.jpg", 40_000_000)
     assert d.image.shape == upright.shape
     assert np.abs(d.image.astype(np.float32) - upright).mean() < 6  # JPEG noise only
@@ -45,11 +46,11 @@ def test_exif_orientation_applied(bad):
 
 def test_sixteen_bit_and_gray_and_cmyk_match_the_photo(bad):
     folder, _ = bad
-    gray = np.asarray(Image.open(FACE).convert("L")).astype(np.float32)
     for name in ("gray16.png", "gray.jpg"):
+        gray = np.asarray(Image.open(PHOTOS[name]).convert("L")).astype(np.float32)
         img = load_image(folder / name, 40_000_000).image.astype(np.float32)
         assert np.abs(img[..., 0] - gray).mean() < 3, name
         assert np.array_equal(img[..., 0], img[..., 2])
-    rgb = np.asarray(Image.open(FACE).convert("RGB")).astype(np.float32)
+    rgb = rgb_of(PHOTOS["cmyk.jpg"]).astype(np.float32)
     cmyk = load_image(folder / "cmyk.jpg", 40_000_000).image.astype(np.float32)
     assert np.abs(cmyk - rgb).mean() < 12

@@ -30,7 +30,9 @@ def test_dvc_repro_runs_prepare_train_evaluate(tmp_path):
     for name in ["dvc.yaml", ".dvcignore"]:
         shutil.copy(ROOT / name, proj / name)
     csv_path, expected = write_subset_csv(tmp_path / "inputs")
-    params = small_params(Path("outputs"), csv_path)
+    params = small_params(
+        Path("outputs"), [{"name": "subset", "kind": "identity_csv", "path": str(csv_path)}]
+    )
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     env = {

@@ -59,3 +59,69 @@ def reconstruction_loss(
     per_sample = 0.5 * (swap - target).pow(2).flatten(1).mean(1)
     weight = same.to(per_sample.dtype)
     return (per_sample * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def hinge_g_real_loss(fake: list[torch.Tensor], weight: torch.Tensor | None = None) -> torch.Tensor:
+    """GHOST's generator hinge: E[max(0, 1 − D(ŷ))] per scale, summed over scales, averaged
+    over the samples with ``weight`` (B,) (GHOST: the different-person pairs)."""
+    per_sample = torch.stack([F.relu(1 - f).flatten(1).mean(1) for f in fake]).sum(0)  # (B,)
+    if weight is None:
+        return per_sample.mean()
+    w = weight.to(per_sample.dtype)
+    return (per_sample * w).sum() / w.sum().clamp_min(1e-4)
+
+
+def masked_l1(swap: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """‖I_R − I_T‖₁ averaged over the samples where ``mask`` (B,) holds (SimSwap eq. 4,
+    intra-ID pairs only); 0 with the graph kept when there are none."""
+    per_sample = (swap - target).abs().flatten(1).mean(1)
+    w = mask.to(per_sample.dtype)
+    return (per_sample * w).sum() / w.sum().clamp_min(1.0)
+
+
+def weak_feature_matching(
+    fake: list[list[torch.Tensor]], real: list[list[torch.Tensor]], from_layer: int
+) -> torch.Tensor:
+    """SimSwap weak feature matching (eq. 8): Σ_scales Σ_{i ≥ m} mean |D⁽ⁱ⁾(I_R) − D⁽ⁱ⁾(I_T)|
+    over the last discriminator layers only (``from_layer`` m, negative = from the end;
+    the logits layer is excluded). Inputs: per-scale feature lists of the two images."""
+    terms = []
+    for f_scale, r_scale in zip(fake, real, strict=True):
+        layers = list(range(len(f_scale) - 1))[from_layer:]
+        terms += [F.l1_loss(f_scale[i], r_scale[i].detach()) for i in layers]
+    if not terms:
+        raise ValueError(f"no discriminator layers selected by from_layer={from_layer}")
+    return torch.stack(terms).sum()
+
+
+def gradient_penalty(d_logits_fn, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """(‖∇_x̂ D(x̂)‖₂ − 1)² on x̂ = εx + (1 − ε)x̃, ε ~ U[0, 1] per sample (SimSwap eq. 7,
+    WGAN-GP). ``d_logits_fn(x)`` returns per-scale logits (B, …); a sample's D output is the
+    sum over scales of its mean logit, and the outputs are summed over the batch so each
+    sample's gradient is its own (a batch mean would shrink it by 1/B)."""
+    eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    x = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    out = torch.stack([o.flatten(1).mean(1).sum() for o in d_logits_fn(x)]).sum()
+    (grad,) = torch.autograd.grad(out, x, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+def gaussian_heatmaps(points: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """Differentiable heatmaps: (B, K, 2) points in [0, 1] image coordinates →
+    (B, K, size, size) Gaussians of std ``sigma`` heatmap pixels."""
+    grid = (torch.arange(size, device=points.device, dtype=points.dtype) + 0.5) / size
+    px = points[..., 0:1, None] - grid[None, None, None, :]  # (B, K, 1, W)
+    py = points[..., 1:2, None] - grid[None, None, None, :]  # (B, K, 1, H)
+    s = sigma / size
+    return torch.exp(-(py.transpose(-1, -2) ** 2 + px**2) / (2 * s * s))
+
+
+def eye_heatmap_loss(
+    eyes_swap: torch.Tensor, eyes_target: torch.Tensor, size: int, sigma: float
+) -> torch.Tensor:
+    """GHOST eye loss: L2 between eye-landmark heatmaps of the swap and the target
+    (seed 001 §III.B). Inputs (B, K, 2) eye landmarks in [0, 1] coordinates."""
+    return F.mse_loss(
+        gaussian_heatmaps(eyes_swap, size, sigma),
+        gaussian_heatmaps(eyes_target.detach(), size, sigma),
+    )

@@ -32,18 +32,26 @@ class AEINetConfig:
     id_dim : identity embedding size D (from the dataset card / identity model).
     base_channels : channels of the first encoder level (paper: 32).
     max_channels : cap on channels per level (paper: 1024).
+    aad_units : AAD → ReLU → 3×3 conv units per AAD ResBlk (FaceShifter: 2; GHOST makes it
+        a setting, its release uses 2).
     """
 
     image_size: int = 256
     id_dim: int = 512
     base_channels: int = 32
     max_channels: int = 1024
+    aad_units: int = 2
 
     def __post_init__(self) -> None:
         n = math.log2(self.image_size)
         if self.image_size < 16 or n != int(n):
             raise ValueError(f"image_size must be a power of two >= 16, got {self.image_size}")
-        if self.id_dim < 1 or self.base_channels < 1 or self.max_channels < self.base_channels:
+        if (
+            self.id_dim < 1
+            or self.base_channels < 1
+            or self.aad_units < 1
+            or self.max_channels < self.base_channels
+        ):
             raise ValueError(f"invalid widths in {self}")
 
     @property
@@ -145,26 +153,28 @@ class AADLayer(nn.Module):
 
 
 class AADResBlk(nn.Module):
-    """AAD residual block (FaceShifter Fig. 4.1b): 2 × (AAD → ReLU → 3×3 conv) plus a
-    shortcut (AAD → ReLU → 3×3 conv) when the channel count changes.
+    """AAD residual block (FaceShifter Fig. 4.1b): ``units`` × (AAD → ReLU → 3×3 conv), the
+    last conv changing C_in to C_out, plus a shortcut (AAD → ReLU → 3×3 conv) when the
+    channel count changes. FaceShifter uses 2 units; GHOST makes the number a setting.
 
     Shapes: h (B, C_in, H, W) → (B, C_out, H, W).
     """
 
-    def __init__(self, cin: int, cout: int, att_channels: int, id_dim: int):
+    def __init__(self, cin: int, cout: int, att_channels: int, id_dim: int, units: int = 2):
         super().__init__()
-        self.aad1 = AADLayer(cin, att_channels, id_dim)
-        self.conv1 = nn.Conv2d(cin, cin, 3, padding=1)
-        self.aad2 = AADLayer(cin, att_channels, id_dim)
-        self.conv2 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.aad = nn.ModuleList(AADLayer(cin, att_channels, id_dim) for _ in range(units))
+        self.conv = nn.ModuleList(
+            nn.Conv2d(cin, cout if i == units - 1 else cin, 3, padding=1) for i in range(units)
+        )
         self.shortcut = None
         if cin != cout:
             self.aad_s = AADLayer(cin, att_channels, id_dim)
             self.shortcut = nn.Conv2d(cin, cout, 3, padding=1)
 
     def forward(self, h: torch.Tensor, z_att: torch.Tensor, z_id: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(F.relu(self.aad1(h, z_att, z_id)))
-        x = self.conv2(F.relu(self.aad2(x, z_att, z_id)))
+        x = h
+        for aad, conv in zip(self.aad, self.conv, strict=True):
+            x = conv(F.relu(aad(x, z_att, z_id)))
         if self.shortcut is not None:
             h = self.shortcut(F.relu(self.aad_s(h, z_att, z_id)))
         return x + h
@@ -185,7 +195,8 @@ class AADGenerator(nn.Module):
         outs = [min(a, top) for a in att[:-1]] + [3]
         ins = [top, *outs[:-1]]
         self.blocks = nn.ModuleList(
-            AADResBlk(cin, cout, a, cfg.id_dim) for cin, cout, a in zip(ins, outs, att, strict=True)
+            AADResBlk(cin, cout, a, cfg.id_dim, cfg.aad_units)
+            for cin, cout, a in zip(ins, outs, att, strict=True)
         )
 
     def forward(self, z_att: list[torch.Tensor], z_id: torch.Tensor) -> torch.Tensor:

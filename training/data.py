@@ -1,8 +1,15 @@
-"""Streaming training data from the prepared WebDataset shards.
+"""Streaming swap pairs from the prepared WebDataset shards.
 
-Samples come from ``prepare`` (see ``preprocessing/shard_pass.py``): an aligned crop
-(``jpg``), the precomputed identity embedding (``id.npy``) and metadata (``json``). The
-source identity of a pair is the source sample's precomputed embedding: the data path
+Pipeline per data-loader worker (open_clip's recipe, with identity-aware pairing):
+
+1. shards split by node (rank) then by worker, then resampled with a seeded RNG
+   (``seed``, ``epoch``, rank, worker) — a fixed number of steps makes an epoch;
+2. ``interleave`` shards read at once, round-robin, so the identity-contiguous shards mix;
+3. samples decoded (``jpg`` crop → (3, S, S) in [-1, 1], ``id.npy`` embedding, identity);
+   a bad sample is skipped and counted, never fatal;
+4. a buffer of samples from which pairs are drawn (:class:`PairSampler`).
+
+The source identity of a pair is the source sample's precomputed embedding: the data path
 runs no identity network.
 """
 
@@ -10,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,17 +25,19 @@ import cv2
 import numpy as np
 import torch
 import webdataset as wds
+from torch.utils.data import IterableDataset, get_worker_info
+
+from training.config import DataConfig
 
 
 def decode_sample(sample: dict, image_size: int) -> dict:
     """Raw WebDataset sample → tensors.
 
     Returns ``{"image": (3, S, S) float32 in [-1, 1] RGB, "embedding": (D,) float32,
-    "identity": str, "key": str}``. Raises ValueError on an undecodable image (the
-    pipeline's handler skips and counts it).
+    "identity": str ("" when unknown), "key": str}``. Raises ValueError/KeyError on a bad
+    sample (the pipeline skips and counts it).
     """
-    buf = np.frombuffer(sample["jpg"], dtype=np.uint8)
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    bgr = cv2.imdecode(np.frombuffer(sample["jpg"], dtype=np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError(f"sample {sample.get('__key__')}: undecodable jpg")
     if bgr.shape[0] != image_size or bgr.shape[1] != image_size:
@@ -36,6 +46,8 @@ def decode_sample(sample: dict, image_size: int) -> dict:
         torch.from_numpy(np.ascontiguousarray(bgr[..., ::-1])).permute(2, 0, 1).float() / 127.5 - 1
     )
     embedding = torch.from_numpy(np.load(io.BytesIO(sample["id.npy"]), allow_pickle=False)).float()
+    if embedding.ndim != 1 or not torch.isfinite(embedding).all():
+        raise ValueError(f"sample {sample.get('__key__')}: bad embedding {tuple(embedding.shape)}")
     meta = json.loads(sample["json"])
     return {
         "image": image,
@@ -45,79 +57,283 @@ def decode_sample(sample: dict, image_size: int) -> dict:
     }
 
 
-def _collate(samples: list[dict]) -> dict:
-    return {
-        "image": torch.stack([s["image"] for s in samples]),
-        "embedding": torch.stack([s["embedding"] for s in samples]),
-        "identity": [s["identity"] for s in samples],
-        "key": [s["key"] for s in samples],
-    }
+def read_shard(url: str, handler=wds.reraise_exception) -> Iterator[dict]:
+    """All raw samples of one shard, in order, whatever the process or worker (the caller
+    splits shards itself; webdataset's node and worker splitters are off)."""
+    return iter(
+        wds.WebDataset(
+            url,
+            shardshuffle=False,
+            nodesplitter=None,
+            workersplitter=None,
+            handler=handler,
+            empty_check=False,
+        )
+    )
 
 
-class SkipCounter:
-    """WebDataset error handler that skips a bad sample and counts it (per process)."""
+def split_shards(shards: list[str], rank: int, world: int, worker: int, workers: int) -> list[str]:
+    """Disjoint shard subset of one (rank, worker): by node first, then by worker.
 
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, exn: Exception) -> bool:
-        self.count += 1
-        return True
-
-
-def make_loader(
-    shards: list[str],
-    image_size: int,
-    batch_size: int,
-    num_workers: int,
-    seed: int,
-    shuffle_buffer: int = 256,
-    handler: SkipCounter | None = None,
-) -> Iterator[dict]:
-    """Infinite iterator of batches ``{"image": (B, 3, S, S), "embedding": (B, D), …}``.
-
-    Shards are resampled (drawn with replacement, seeded per worker), samples shuffled in
-    a buffer, bad samples skipped by ``handler``.
+    Raises ValueError when a subset would be empty (fewer shards than processes × workers).
     """
-    if not shards:
-        raise ValueError("no training shards: did prepare keep any faces?")
-    handler = handler or SkipCounter()
-    pipeline = (
-        wds.WebDataset(shards, resampled=True, shardshuffle=False, handler=handler, seed=seed)
-        .shuffle(shuffle_buffer, seed=seed)
-        .map(lambda s: decode_sample(s, image_size), handler=handler)
-        .batched(batch_size, collation_fn=_collate, partial=False)
-    )
-    loader = wds.WebLoader(
-        pipeline, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0
-    )
-    return iter(loader)
+    by_node = shards[rank::world]
+    mine = by_node[worker::workers]
+    if not mine:
+        raise ValueError(
+            f"{len(shards)} training shards cannot feed {world} process(es) × {workers} "
+            "worker(s): prepare smaller shards (prepare.shards.max_samples) or use fewer workers"
+        )
+    return mine
 
 
 @dataclass
-class Pairs:
+class PairBatch:
     """A batch of swap pairs.
 
     Attributes
     ----------
     target : (B, 3, S, S) target faces X_t in [-1, 1].
-    source : (B, 3, S, S) source faces X_s (for sample grids; the model sees only z_id).
-    z_id : (B, D) precomputed source identity embeddings.
-    same : (B,) bool, True where the source is the target image (reconstruction pairs).
+    source : (B, 3, S, S) source faces X_s (for sample grids; models see only ``z_id``).
+    z_id : (B, D) precomputed source identity embeddings (L2-normalised).
+    same_image : (B,) bool, source is the target image.
+    same_identity : (B,) bool, source and target share a known identity (or image).
+    kind : ``mixed``, ``intra`` or ``inter`` (SimSwap alternates intra-ID/inter-ID batches).
     """
 
     target: torch.Tensor
     source: torch.Tensor
     z_id: torch.Tensor
-    same: torch.Tensor
+    same_image: torch.Tensor
+    same_identity: torch.Tensor
+    kind: str
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PairBatch:
+        return cls(
+            d["target"], d["source"], d["z_id"], d["same_image"], d["same_identity"], d["kind"]
+        )
 
 
-def make_pairs(batch: dict, same_ratio: float, generator: torch.Generator) -> Pairs:
-    """Draw a source for every target: itself with probability ``same_ratio`` (FaceShifter
-    thesis §5.1: 20 %), otherwise another sample of the batch."""
-    images, emb = batch["image"], batch["embedding"]
-    B = images.shape[0]
-    same = torch.rand(B, generator=generator) < same_ratio
-    other = (torch.arange(B) + torch.randint(1, B, (B,), generator=generator)) % B
-    src = torch.where(same, torch.arange(B), other)
-    return Pairs(target=images, source=images[src], z_id=emb[src], same=same)
+class PairSampler:
+    """Draws swap pairs from a buffer of decoded samples (one per worker).
+
+    Each buffered sample serves once as a target (then it is replaced from the stream); any
+    buffered sample may serve as a source. Intra-identity sources are either the target
+    itself (``same_image``) or another image of its identity (``same_identity``, falling back
+    to the same image when the buffer holds no other); unknown identities never match.
+    """
+
+    def __init__(self, cfg: DataConfig, batch_size: int, rng: random.Random):
+        self.cfg, self.batch_size, self.rng = cfg, batch_size, rng
+        self.buffer: list[dict] = []
+        self.n_batches = 0
+
+    def _other_of(self, t: int, same: bool) -> int | None:
+        ident = self.buffer[t]["identity"]
+        pool = [
+            i
+            for i, s in enumerate(self.buffer)
+            if i != t
+            and (
+                (s["identity"] == ident and ident) if same else s["identity"] != ident or not ident
+            )
+        ]
+        return self.rng.choice(pool) if pool else None
+
+    def _pair(self, t: int, intra: bool) -> tuple[int, bool]:
+        """(source index, same image?) for target ``t``."""
+        if intra:
+            if self.cfg.intra == "same_identity":
+                s = self._other_of(t, same=True)
+                if s is not None:
+                    return s, False
+            return t, True
+        s = self._other_of(t, same=False)
+        return (s, False) if s is not None else (t, True)
+
+    def _grouped_targets(self) -> list[int]:
+        """Identity Grouping (Facke §2.1.4): b identities drawn uniformly among those with ≥ 2
+        buffered images, one target each (sources: another image of the same identity)."""
+        by_id: dict[str, list[int]] = {}
+        for i, s in enumerate(self.buffer):
+            if s["identity"]:
+                by_id.setdefault(s["identity"], []).append(i)
+        ids = sorted(k for k, v in by_id.items() if len(v) >= 2)
+        if not ids:
+            return self.rng.sample(range(len(self.buffer)), self.batch_size)
+        chosen = [self.rng.choice(ids) for _ in range(self.batch_size)]
+        targets, used = [], set()
+        for ident in chosen:
+            free = [i for i in by_id[ident] if i not in used] or by_id[ident]
+            t = self.rng.choice(free)
+            used.add(t)
+            targets.append(t)
+        return targets
+
+    def next_batch(self) -> dict:
+        """One batch from a full buffer (the caller keeps it full)."""
+        cfg = self.cfg
+        if cfg.pairing == "alternate":
+            kind = "intra" if self.n_batches % 2 == 0 else "inter"
+        else:
+            kind = "mixed"
+        self.n_batches += 1
+        if kind == "intra" and cfg.intra == "same_identity":
+            targets = self._grouped_targets()
+        else:
+            targets = self.rng.sample(range(len(self.buffer)), self.batch_size)
+        pairs = []
+        for t in targets:
+            intra = kind == "intra" or (kind == "mixed" and self.rng.random() < cfg.same_ratio)
+            pairs.append((t, *self._pair(t, intra)))
+        tgt = [self.buffer[t] for t, _, _ in pairs]
+        src = [self.buffer[s] for _, s, _ in pairs]
+        same_image = torch.tensor([same for _, _, same in pairs])
+        same_id = torch.tensor(
+            [
+                same or (a["identity"] != "" and a["identity"] == b["identity"])
+                for a, b, same in zip(tgt, src, same_image.tolist(), strict=True)
+            ]
+        )
+        batch = {
+            "target": torch.stack([s["image"] for s in tgt]),
+            "source": torch.stack([s["image"] for s in src]),
+            "z_id": torch.stack([s["embedding"] for s in src]),
+            "same_image": same_image,
+            "same_identity": same_id,
+            "kind": kind,
+        }
+        for t in sorted({t for t, _, _ in pairs}, reverse=True):
+            self.buffer.pop(t)
+        return batch
+
+
+class ShardPairStream(IterableDataset):
+    """Infinite stream of pair batches (dicts) for one process; see the module docstring.
+
+    Parameters
+    ----------
+    shards : training shard paths (``DatasetCard.shard_paths(folder, "train")``).
+    cfg : data settings; batch_size : pairs per batch; image_size : output side (px);
+    seed, rank, world : seeding and node split. Call :meth:`set_epoch` before iterating.
+    """
+
+    def __init__(
+        self,
+        shards: list[str],
+        cfg: DataConfig,
+        batch_size: int,
+        image_size: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        if len(shards) < world:
+            raise ValueError(f"{len(shards)} shards for {world} processes")
+        self.shards, self.cfg, self.batch_size = list(shards), cfg, batch_size
+        self.image_size, self.seed, self.rank, self.world = image_size, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch used to seed the next iteration (workers receive it when they start)."""
+        self.epoch = epoch
+
+    def _samples(self, shards: list[str], rng: random.Random, skipped: list[int]) -> Iterator[dict]:
+        def handler(exn: Exception) -> bool:
+            skipped[0] += 1
+            return True
+
+        def open_shard() -> Iterator[dict]:
+            return read_shard(rng.choice(shards), handler)
+
+        streams = [open_shard() for _ in range(self.cfg.interleave)]
+        while True:
+            for i in range(len(streams)):
+                try:
+                    raw = next(streams[i])
+                except StopIteration:
+                    streams[i] = open_shard()
+                    continue
+                try:
+                    yield decode_sample(raw, self.image_size)
+                except Exception as exn:
+                    handler(exn)
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        mine = split_shards(self.shards, self.rank, self.world, worker, workers)
+        rng = random.Random(hash((self.seed, self.epoch, self.rank, worker)) & 0xFFFFFFFF)
+        skipped = [0]
+        sampler = PairSampler(self.cfg, self.batch_size, rng)
+        samples = self._samples(mine, rng, skipped)
+        while True:
+            while len(sampler.buffer) < max(self.cfg.buffer, self.batch_size + 1):
+                sampler.buffer.append(next(samples))
+            batch = sampler.next_batch()
+            batch["skipped"] = skipped[0]
+            batch["worker"] = worker
+            yield batch
+
+
+class EpochLoader:
+    """Steps through epochs of ``steps_per_epoch`` batches, re-seeding workers each epoch,
+    and sums the skipped-sample counts reported by all workers.
+
+    ``start_step`` resumes mid-epoch by replaying (and dropping) that epoch's first batches,
+    so a resumed run sees exactly the batches an uninterrupted run would.
+    """
+
+    def __init__(
+        self,
+        stream: ShardPairStream,
+        num_workers: int,
+        steps_per_epoch: int,
+        start_step: int = 0,
+        skipped_before: int = 0,
+    ):
+        self.stream, self.num_workers, self.steps_per_epoch = stream, num_workers, steps_per_epoch
+        self.step = start_step
+        self.skipped_done = skipped_before
+        self._per_worker: dict[int, int] = {}
+        self._it: Iterator | None = None
+
+    @property
+    def skipped(self) -> int:
+        """Bad samples skipped so far by this process's workers."""
+        return self.skipped_done + sum(self._per_worker.values())
+
+    def _start_epoch(self) -> None:
+        self.skipped_done += sum(self._per_worker.values())
+        self._per_worker = {}
+        epoch = self.step // self.steps_per_epoch
+        self.stream.set_epoch(epoch)
+        # Its own generator: a DataLoader otherwise draws its base seed from the global torch
+        # RNG, so a resumed run (which creates one after restoring that RNG) would diverge.
+        seed = torch.Generator().manual_seed(self.stream.seed * 1000 + epoch)
+        loader = torch.utils.data.DataLoader(
+            self.stream, batch_size=None, num_workers=self.num_workers, generator=seed
+        )
+        self._it = iter(loader)
+        for _ in range(self.step % self.steps_per_epoch):  # mid-epoch resume
+            self._record(next(self._it))
+
+    def state_dict(self) -> dict:
+        """Position to resume from: the step and the skip count when its epoch began (the
+        partial epoch is replayed, and its skips counted again, on resume)."""
+        return {"step": self.step, "skipped_before": self.skipped_done}
+
+    def _record(self, d: dict) -> dict:
+        self._per_worker[d["worker"]] = d["skipped"]
+        return d
+
+    def __next__(self) -> PairBatch:
+        if self._it is None or self.step % self.steps_per_epoch == 0:
+            self._start_epoch()
+        d = self._record(next(self._it))
+        self.step += 1
+        return PairBatch.from_dict(d)
+
+    def __iter__(self) -> EpochLoader:
+        return self

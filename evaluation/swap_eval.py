@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import webdataset as wds
 
 from evaluation.config import EvaluateConfig
 from evaluation.face_matrix import face_matrix, save_png
@@ -35,8 +34,9 @@ from infra.models import ModelStore
 from infra.paths import ProjectPaths
 from infra.tracking import MlflowSink, Tracker
 from preprocessing.dataset_card import DatasetCard
-from training.data import decode_sample
-from training.samples import load_generator, to_uint8
+from training.data import decode_sample, read_shard
+from training.samples import to_uint8
+from training.swappers import load_generator
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,8 @@ def load_split(card: DatasetCard, data_dir: Path, split: str, image_size: int) -
     """All samples of a split, decoded at ``image_size``, sorted by key."""
     samples = [
         decode_sample(s, image_size)
-        for s in wds.WebDataset(
-            card.shard_paths(data_dir, split), shardshuffle=False, empty_check=False
-        )
+        for url in card.shard_paths(data_dir, split)
+        for s in read_shard(url)
     ]
     return sorted(samples, key=lambda s: s["key"])
 

@@ -22,13 +22,23 @@ log = logging.getLogger(__name__)
 class CsvSink:
     """Appends metric rows to a CSV with a fixed header (``step`` + metric names).
 
-    DVC reads it as a plots file. The header is taken from the first row logged.
+    DVC reads it as a plots file. The header is taken from the first row logged. With
+    ``resume_step`` an existing file is continued: rows after that step (logged by a run
+    that was killed before its next checkpoint) are dropped so the curve has no repeats.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, resume_step: int | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fields: list[str] | None = None
+        if resume_step is not None and self.path.is_file():
+            with self.path.open(newline="") as f:
+                rows = list(csv.reader(f))
+            if rows:
+                self.fields = rows[0]
+                kept = [r for r in rows[1:] if r and int(r[0]) <= resume_step]
+                with self.path.open("w", newline="") as f:
+                    csv.writer(f).writerows([self.fields, *kept])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.fields is None:

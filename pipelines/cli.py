@@ -71,11 +71,23 @@ def train(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     dry_run: DryRunOpt = False,
+    local_rank: Annotated[
+        int | None,
+        typer.Option("--local_rank", "--local-rank", hidden=True, help="Set by `deepspeed`."),
+    ] = None,
 ) -> None:
-    """Train the face swapper on the prepared shards (generator + discriminator on DeepSpeed)."""
+    """Train a face swapper (AEI-Net, GHOST, SimSwap) on the prepared shards with DeepSpeed.
+
+    One process: `fsp train`. Several: `torchrun --nproc_per_node N $(which fsp) train`, or
+    `deepspeed --num_gpus N $(which fsp) train` (a hostfile for several nodes).
+    """
+    import os
+
     from training.config import TrainConfig
     from training.loop import train as run_train
 
+    if local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(local_rank))
     cfg, paths, out_dir = _load(TrainConfig, "train", params, set_, dry_run)
     run_train(cfg, paths, out_dir)
 

@@ -1,4 +1,4 @@
-"""DeepSpeed wrapping, in one place: each network becomes its own engine.
+"""DeepSpeed wrapping, in one place: generator and discriminator become two engines.
 
 Each engine gets its own config dict (a scheduler or optimizer declared in a shared dict
 would apply to both) and a client-side ``torch.optim.Adam`` (a DeepSpeed-declared
@@ -10,50 +10,40 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.config import DeepSpeedSection
+from training.config import EngineSection
 
 
-def deepspeed_config(ds: DeepSpeedSection, micro_batch: int) -> dict:
+def deepspeed_config(section: EngineSection, micro_batch: int) -> dict:
     """A fresh DeepSpeed config dict for one engine."""
     cfg: dict = {
         "train_micro_batch_size_per_gpu": micro_batch,
-        "gradient_accumulation_steps": 1,
-        "zero_optimization": {"stage": ds.zero_stage},
-        # Adam from torch is fine under ZeRO 1/2; DeepSpeed asks for this acknowledgement.
+        "gradient_accumulation_steps": section.grad_accum,
+        "zero_optimization": {"stage": section.zero_stage},
+        # torch's Adam is fine under ZeRO 1/2; DeepSpeed asks for this acknowledgement.
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    if ds.grad_clip > 0:
-        cfg["gradient_clipping"] = ds.grad_clip
-    if ds.precision == "bf16":
+    if section.grad_clip > 0:
+        cfg["gradient_clipping"] = section.grad_clip
+    if section.precision == "bf16":
         cfg["bf16"] = {"enabled": True}
-    elif ds.precision == "fp16":
+    elif section.precision == "fp16":
         cfg["fp16"] = {"enabled": True, "initial_scale_power": 16}
     return cfg
 
 
-def build_engine(
-    module: nn.Module,
-    lr: float,
-    betas: tuple[float, float],
-    weight_decay: float,
-    ds: DeepSpeedSection,
-    micro_batch: int,
-):
+def build_engine(module: nn.Module, section: EngineSection, micro_batch: int):
     """Wrap ``module`` with Adam in a DeepSpeed engine; returns the engine."""
     import deepspeed
 
-    optimizer = torch.optim.Adam(module.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
+    optimizer = torch.optim.Adam(
+        module.parameters(), lr=section.lr, betas=section.betas, weight_decay=section.weight_decay
+    )
     engine, *_ = deepspeed.initialize(
-        model=module, optimizer=optimizer, config=deepspeed_config(ds, micro_batch)
+        model=module, optimizer=optimizer, config=deepspeed_config(section, micro_batch)
     )
     return engine
-
-
-def engine_dtype(engine) -> torch.dtype:
-    """dtype the engine's parameters (and so its inputs) use."""
-    return next(engine.module.parameters()).dtype
 
 
 def set_requires_grad(module: nn.Module, flag: bool) -> None:

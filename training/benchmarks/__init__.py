@@ -1,0 +1,1 @@
+"""Training benchmarks (scripts that print figures; see README)."""

@@ -1,0 +1,84 @@
+"""Shared set-up of the training benchmarks: config, data, objective, engines."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from infra.config import load_stage
+from infra.models import ModelStore
+from preprocessing.dataset_card import DatasetCard
+from training.config import TrainConfig
+from training.data import EpochLoader, ShardPairStream
+from training.loop import _step_phases
+from training.swappers import build_discriminator, build_generator, build_objective
+
+
+class BareEngine:
+    """The DeepSpeed engine interface over a plain module and torch optimizer (forward,
+    ``module``, ``backward``, ``step``), for side-by-side overhead measurements."""
+
+    def __init__(self, module: torch.nn.Module, lr: float, betas: tuple[float, float]):
+        self.module = module
+        self.opt = torch.optim.Adam(module.parameters(), lr=lr, betas=betas)
+
+    def __call__(self, *args):
+        return self.module(*args)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> None:
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+
+def setup(params: Path, model: str, overrides: list[str] | None = None):
+    """(cfg, card, data_dir, store) for ``model`` from params.yaml and overrides."""
+    cfg, paths = load_stage(
+        TrainConfig, "train", params, [f"train.model={model}", *(overrides or [])]
+    )
+    data_dir = paths.stage_dir("prepare")
+    return cfg, DatasetCard.load(data_dir), data_dir, ModelStore(paths.models_dir), paths
+
+
+def loader_for(cfg: TrainConfig, card: DatasetCard, data_dir: Path, workers: int) -> EpochLoader:
+    stream = ShardPairStream(
+        card.shard_paths(data_dir, "train"),
+        cfg.data,
+        cfg.batch_size,
+        cfg.arch.image_size,
+        seed=cfg.seed,
+    )
+    return EpochLoader(stream, workers, cfg.data.steps_per_epoch)
+
+
+def build_pair(cfg: TrainConfig, card: DatasetCard, deepspeed: bool):
+    """Generator and discriminator engines (DeepSpeed or bare) with identical weights."""
+    from training.engine import build_engine
+
+    torch.manual_seed(cfg.seed)
+    g, d = build_generator(cfg, card.embedding.dim), build_discriminator(cfg)
+    if deepspeed:
+        return (
+            build_engine(g, cfg.generator, cfg.batch_size),
+            build_engine(d, cfg.discriminator, cfg.batch_size),
+        )
+    return (
+        BareEngine(g, cfg.generator.lr, cfg.generator.betas),
+        BareEngine(d, cfg.discriminator.lr, cfg.discriminator.betas),
+    )
+
+
+def time_steps(objective, g, d, batches: list, d_reg_every: int) -> float:
+    """Seconds per step over ``batches`` (already loaded, so no data time is counted)."""
+    t0 = time.perf_counter()
+    for i, b in enumerate(batches, start=1):
+        _step_phases(objective, g, d, b, i, d_reg_every)
+    return (time.perf_counter() - t0) / len(batches)
+
+
+def objective_for(cfg, card, store):
+    return build_objective(cfg, card, store)

@@ -1,0 +1,101 @@
+"""img/s and peak memory per model (one process each, so peak RSS is the model's own).
+
+    python -m training.benchmarks.models [--models aei_net,ghost,simswap] [--steps 20]
+        [--set train.width=paper --set train.generator.precision=bf16 ...]
+
+Each model trains ``--steps`` steps through its DeepSpeed engines on pre-loaded batches
+after 3 warm-up steps. Peak memory: process peak RSS on the CPU, max allocated on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _one(params: str, model: str, steps: int, overrides: list[str]) -> dict:
+    import torch
+
+    from infra import distributed as dist
+    from training.benchmarks.common import build_pair, loader_for, objective_for, setup, time_steps
+
+    dist.init_distributed()
+    cfg, card, data_dir, store, _ = setup(Path(params), model, overrides)
+    objective = objective_for(cfg, card, store)
+    loader = loader_for(cfg, card, data_dir, workers=0)
+    batches = [next(loader) for _ in range(steps)]
+    g, d = build_pair(cfg, card, deepspeed=True)
+    time_steps(objective, g, d, batches[:3], cfg.phases.d_reg_every)
+    sec = time_steps(objective, g, d, batches, cfg.phases.d_reg_every)
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if torch.cuda.is_available()
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    n_g = sum(p.numel() for p in g.module.parameters())
+    n_d = sum(p.numel() for p in d.module.parameters())
+    return {
+        "model": model,
+        "width": cfg.width,
+        "size": cfg.arch.image_size,
+        "batch": cfg.batch_size,
+        "img_per_s": cfg.batch_size / sec,
+        "peak_gb": peak / 1024**3,
+        "params_g_m": n_g / 1e6,
+        "params_d_m": n_d / 1e6,
+        "precision": cfg.generator.precision,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--models", default="aei_net,ghost,simswap")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--set", action="append", default=[], help="train.* override")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.one:
+        print("RESULT " + json.dumps(_one(args.params, args.one, args.steps, args.set)))
+        return
+    rows = []
+    for model in args.models.split(","):
+        cmd = [
+            sys.executable,
+            "-m",
+            "training.benchmarks.models",
+            "--params",
+            args.params,
+            "--steps",
+            str(args.steps),
+            "--one",
+            model,
+        ]
+        for s in args.set:
+            cmd += ["--set", s]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+        if out.returncode or not line:
+            print(f"{model}: failed\n{out.stderr[-2000:]}")
+            continue
+        rows.append(json.loads(line[0][7:]))
+    print(
+        f"{'model':<10}{'width':<7}{'px':>5}{'batch':>6}{'prec':>6}"
+        f"{'G Mparams':>10}{'D Mparams':>10}"
+        f"{'img/s':>9}{'peak GB':>9}"
+    )
+    for r in rows:
+        print(
+            f"{r['model']:<10}{r['width']:<7}{r['size']:>5}{r['batch']:>6}{r['precision']:>6}"
+            f"{r['params_g_m']:>10.2f}{r['params_d_m']:>10.2f}{r['img_per_s']:>9.1f}{r['peak_gb']:>9.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -123,6 +123,24 @@ def write_inputs(folder: Path) -> tuple[list[dict], dict]:
     return sources, expected
 
 
+TINY_D = {"base_channels": 4, "max_channels": 16, "num_layers": 2, "num_scales": 2}
+TINY_AEI = {
+    "image_size": 32,
+    "base_channels": 4,
+    "max_channels": 16,
+    "aad_units": 2,
+    "discriminator": TINY_D,
+}
+TINY_SIMSWAP = {
+    "image_size": 32,
+    "base_channels": 8,
+    "max_channels": 16,
+    "num_down": 2,
+    "id_blocks": 1,
+    "discriminator": TINY_D,
+}
+
+
 def small_params(out_dir: Path, sources: list[dict]) -> dict:
     """params.yaml content for fast runs on the subset."""
     return {
@@ -138,18 +156,12 @@ def small_params(out_dir: Path, sources: list[dict]) -> dict:
         "train": {
             "steps": 2,
             "batch_size": 4,
-            "image_size": 32,
             "log_every": 1,
             "sample_every": 2,
-            "num_workers": 0,
-            "shuffle_buffer": 8,
-            "generator": {"base_channels": 4, "max_channels": 16},
-            "discriminator": {
-                "base_channels": 4,
-                "max_channels": 16,
-                "num_layers": 2,
-                "num_scales": 2,
-            },
+            "data": {"num_workers": 0, "buffer": 16, "interleave": 2, "steps_per_epoch": 50},
+            "aei_net": {"debug": TINY_AEI},
+            "ghost": {"debug": TINY_AEI},
+            "simswap": {"debug": TINY_SIMSWAP},
         },
         "evaluate": {"num_identities": 3, "batch_size": 4, "matrix_cell": 32},
     }

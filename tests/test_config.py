@@ -39,7 +39,7 @@ def test_unknown_key_and_bad_value_are_errors(tmp_path):
     params.write_text(yaml.safe_dump({"train": {"stpes": 3}}))
     with pytest.raises(ConfigError, match="stpes"):
         load_stage(TrainConfig, "train", params)
-    params.write_text(yaml.safe_dump({"train": {"image_size": 48}}))
+    params.write_text(yaml.safe_dump({"train": {"aei_net": {"debug": {"image_size": 48}}}}))
     with pytest.raises(ConfigError, match="power of two"):
         load_stage(TrainConfig, "train", params)
 

@@ -92,16 +92,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_ray_job_submit_to_a_real_head(tmp_path):
-    inputs = tmp_path / "vgg"
-    expected = write_vgg_tree(inputs)
-    params = small_params(
-        tmp_path / "out", [{"name": "vgg", "kind": "vggface2", "path": str(inputs)}]
-    )
-    params["prepare"]["split"]["eval_identities"] = 1
-    params["prepare"]["ray"].pop("num_cpus")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+@pytest.fixture(scope="module")
+def ray_head():
+    """A real Ray head on 127.0.0.1 (no auth, no usage stats); stopped afterwards.
+    Yields (dashboard address, env for `ray job submit`)."""
     port, dash = _free_port(), _free_port()
     env = _env(RAY_AUTH_MODE="disabled")
     start = subprocess.run(
@@ -123,30 +117,39 @@ def test_ray_job_submit_to_a_real_head(tmp_path):
     )
     assert start.returncode == 0, start.stderr[-3000:]
     try:
-        job = subprocess.run(
-            [
-                str(BIN / "ray"),
-                "job",
-                "submit",
-                f"--address=http://127.0.0.1:{dash}",
-                "--",
-                "fsp",
-                "prepare",
-                "-p",
-                str(tmp_path / "params.yaml"),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        out = job.stdout + job.stderr
-        assert job.returncode == 0, out[-4000:]
-        assert "connecting to Ray cluster" in out and "succeeded" in out
+        yield f"http://127.0.0.1:{dash}", env
     finally:
         subprocess.run(
             [str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120
         )
+
+
+def _submit(address: str, env: dict, *entrypoint: str) -> str:
+    job = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", f"--address={address}", "--", *entrypoint],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = job.stdout + job.stderr
+    assert job.returncode == 0, out[-4000:]
+    assert "succeeded" in out
+    return out
+
+
+@pytest.mark.slow
+def test_ray_job_submit_prepare(ray_head, tmp_path):
+    inputs = tmp_path / "vgg"
+    expected = write_vgg_tree(inputs)
+    params = small_params(
+        tmp_path / "out", [{"name": "vgg", "kind": "vggface2", "path": str(inputs)}]
+    )
+    params["prepare"]["split"]["eval_identities"] = 1
+    params["prepare"]["ray"].pop("num_cpus")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = _submit(*ray_head, "fsp", "prepare", "-p", str(tmp_path / "params.yaml"))
+    assert "connecting to Ray cluster" in out
     m = pd.read_parquet(tmp_path / "out" / "prepare" / "manifest.parquet")
     assert len(m) == len(expected)
     reasons = {
@@ -154,3 +157,29 @@ def test_ray_job_submit_to_a_real_head(tmp_path):
     }
     assert reasons == expected
     assert list((tmp_path / "out" / "prepare" / "shards").glob("*.tar"))
+
+
+@pytest.mark.slow
+def test_ray_job_submit_torchrun_training(ray_head, prepared, tmp_path):
+    _, _, _, prep_dir, params = prepared
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "prepare").symlink_to(prep_dir)
+    p = {
+        **params,
+        "paths": {**params["paths"], "output_dir": str(out)},
+        "train": {**params["train"], "steps": 2, "data": {"num_workers": 0}},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    log = _submit(
+        *ray_head,
+        "torchrun",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        str(BIN / "fsp"),
+        "train",
+        "-p",
+        str(tmp_path / "params.yaml"),
+    )
+    assert "2 process(es)" in log
+    assert (out / "train" / "generator.pt").is_file()

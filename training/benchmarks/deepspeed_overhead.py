@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> None:
         f"ZeRO {cfg.generator.zero_stage}/{cfg.discriminator.zero_stage}, "
         f"{args.steps} steps x {args.reps}"
     )
-    print(f"{'loop':<12}{'s/step (median)':>17}{'runs':>30}")
+    print(f"{'loop':<12}{'s/step (median)':>17}   runs")
     for name in ("bare", "deepspeed"):
         runs = ", ".join(f"{t:.4f}" for t in times[name])
-        print(f"{name:<12}{statistics.median(times[name]):>17.4f}{runs:>30}")
+        print(f"{name:<12}{statistics.median(times[name]):>17.4f}   {runs}")
     print(f"DeepSpeed overhead: {100 * (ds / bare - 1):+.1f} %")
 
 

@@ -63,6 +63,8 @@ class ModelSpec:
     licence : licence of the weights.
     input : input contract.
     archive_member : when ``url`` is an archive, the member to extract as ``file``.
+    package : when set, ``file`` lives inside this installed Python package (weights that a
+        registry package ships) instead of the models directory.
     notes : anything a user must know (quirks, stand-ins).
     """
 
@@ -74,6 +76,7 @@ class ModelSpec:
     licence: str
     input: InputSpec
     archive_member: str | None = None
+    package: str | None = None
     notes: str = ""
 
 
@@ -255,6 +258,41 @@ REGISTRY: dict[str, ModelSpec] = {
             notes="19-class CelebAMask-HQ parser from facexlib; [-1, 1] RGB. No digest could "
             "be pinned offline.",
         ),
+        ModelSpec(
+            name="inception_v3_fid",
+            task="fid",
+            file="fid/pt_inception-2015-12-05-6726825d.pth",
+            sha256=None,
+            url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+            "pt_inception-2015-12-05-6726825d.pth",
+            licence="Apache-2.0 (pytorch-fid; weights converted from TensorFlow's FID Inception)",
+            input=InputSpec(shape=(None, 3, 299, 299), mean=0.0, std=255.0),
+            notes="FID InceptionV3 of pytorch-fid (pool3, 2048-d): a state_dict of torchvision's "
+            "Inception3 with the FID blocks. The file name carries the first 8 hex digits of "
+            "its SHA-256 (6726825d); evaluation.fid checks that prefix.",
+        ),
+        ModelSpec(
+            name="dlib_resnet",
+            task="recognition",
+            file="models/dlib_face_recognition_resnet_model_v1.dat",
+            sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+            url="https://pypi.org/project/face-recognition-models/0.3.0/",
+            licence="CC0 (dlib models by Davis King, via ageitgey/face_recognition_models)",
+            input=InputSpec(shape=(1, 3, 150, 150), mean=0.0, std=1.0, crop="dlib-chip-150"),
+            package="face_recognition_models",
+            notes="dlib ResNet 128-d descriptor; evaluation's independent recogniser.",
+        ),
+        ModelSpec(
+            name="dlib_shape_predictor_5",
+            task="landmarks",
+            file="models/shape_predictor_5_face_landmarks.dat",
+            sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+            url="https://pypi.org/project/face-recognition-models/0.3.0/",
+            licence="CC0 (dlib models by Davis King, via ageitgey/face_recognition_models)",
+            input=InputSpec(shape=(1, 3, None, None), mean=0.0, std=1.0),
+            package="face_recognition_models",
+            notes="dlib 5-point shape predictor that places the descriptor's face chip.",
+        ),
     ]
 }
 
@@ -279,8 +317,21 @@ class ModelChecksumError(ModelError):
 
 
 def _where_to_get(spec: ModelSpec, target: Path) -> str:
+    if spec.package:
+        return f"Install the {spec.package!r} package ({spec.url}; licence: {spec.licence})."
     src = spec.url if spec.archive_member is None else f"{spec.url} (member {spec.archive_member})"
     return f"Download it from {src} and place it at {target} (licence: {spec.licence})."
+
+
+def _package_dir(package: str) -> Path:
+    """Folder of an installed package, found without importing it (some weight packages
+    import modules that are no longer installed)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return Path(f"<package {package} not installed>")
+    return Path(spec.submodule_search_locations[0])
 
 
 @lru_cache(maxsize=64)
@@ -328,7 +379,9 @@ class ModelStore:
         ModelChecksumError : file present with another SHA-256.
         """
         spec = self.spec(name)
-        target = (self.models_dir / spec.file).resolve()
+        target = (
+            _package_dir(spec.package) / spec.file if spec.package else self.models_dir / spec.file
+        ).resolve()
         if not target.is_file():
             raise ModelFileMissingError(
                 f"model {name!r}: file {target} is missing (expected sha256 {spec.sha256}). "

@@ -2,20 +2,62 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class EvaluateConfig(BaseModel):
-    """The ``evaluate`` stage: swap held-out pairs, score identity transfer and
-    reconstruction, draw the source × target face matrix."""
-
+class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    num_identities: int = Field(
-        8, ge=2, description="Held-out identities in the N×N pair protocol (one face each)."
+
+class BlendConfig(_Section):
+    """Pasting swaps back into the target frames (GHOST seed 001 §III.C)."""
+
+    enabled: bool = Field(True, description="Blend swaps into the frames and score them again.")
+    mask: Literal["labels", "landmarks"] = Field(
+        "labels", description="Face mask from the shard's label map or the FaceMesh face oval."
+    )
+    adjust: bool = Field(
+        True, description="GHOST: enlarge/shrink the mask when the swap is wider/narrower."
+    )
+    blur_fraction: float = Field(
+        0.05,
+        ge=0,
+        description="Gaussian blur σ of the mask edge, fraction of the crop side "
+        "(without `adjust`; GHOST's adjustment sets its own blur from the face width).",
+    )
+    examples: int = Field(8, ge=0, description="Blended frames drawn into blended.png.")
+
+
+class FidConfig(_Section):
+    enabled: bool = Field(True, description="FID/KID of swaps against targets (InceptionV3).")
+    kid_subset_size: int = Field(50, ge=2, description="KID subset size (capped by the count).")
+
+
+class EvaluateConfig(_Section):
+    """The ``evaluate`` stage: swap held-out identities N sources × M targets and score the
+    swaps with models training never used."""
+
+    num_sources: int = Field(
+        8, ge=2, description="Held-out identities used as sources (1 face each)."
+    )
+    num_targets: int = Field(8, ge=2, description="Held-out identities used as targets.")
+    targets_per_identity: int = Field(
+        1,
+        ge=1,
+        description="Faces per target identity (FaceForensics++ style: 10 frames per "
+        "video when each identity is a video's frames).",
+    )
+    recognizer: str = Field(
+        "dlib_resnet",
+        description="Independent identity model: `dlib_resnet` or a registered "
+        "ONNX recognizer other than the one training used (e.g. arcface_w600k_r50).",
     )
     batch_size: int = Field(16, ge=1, description="Swaps per forward pass.")
     matrix_cell: int = Field(96, ge=32, description="Side of one face-matrix cell in pixels.")
+    blend: BlendConfig = BlendConfig()
+    fid: FidConfig = FidConfig()
     experiment: str = Field(
-        "faceswap", description="MLflow experiment (used when the training run is unknown)."
+        "faceswap", description="MLflow experiment (when the training run is unknown)."
     )

@@ -1,18 +1,11 @@
-"""The ``evaluate`` stage: an N × N swap protocol on held-out identities.
+"""The ``evaluate`` stage: held-out N sources × M targets, scored by models training never
+used, before and after pasting the swaps back into the target frames.
 
-Protocol: the prepare stage held out whole identities (split ``eval``); the first
-``num_identities`` of them (sorted) each give one face (their first key) that serves as
-both source and target. Every (target t, source s) pair is swapped with the exported
-generator, using the source's precomputed embedding, as in training.
-
-Metrics (``metrics.json``):
-
-* ``id_similarity`` — mean cosine between the swap's embedding and the source face's
-  embedding over the N(N−1) pairs with s ≠ t.
-* ``id_retrieval_top1`` — fraction of those swaps whose nearest identity, in a gallery of
-  the evaluation identities built from their *other* images, is the source identity.
-* ``target_retrieval_top1`` — fraction still recognised as the target identity.
-* ``recon_mse`` / ``recon_psnr_db`` — self-swaps (s = t) against the input, pixels in [0, 1].
+Writes ``metrics.json`` (DVC metrics), ``pairs.parquet`` (one row per pair),
+``face_matrix.png`` (sources along the top, targets down the left, as Facke Fig. 4),
+``blended.png`` (target frames with the swap pasted in) and ``blend_comparison.csv``
+(metrics before/after blending, a DVC plot; GHOST seed 001 Tables I–II), and adds the
+metrics and images to the training run in MLflow.
 """
 
 from __future__ import annotations
@@ -22,82 +15,121 @@ import logging
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
 
+from evaluation.attributes import AttributeModels, ssim
+from evaluation.blend import (
+    adjust_mask,
+    face_mask_from_labels,
+    face_mask_from_landmarks,
+    paste_back,
+)
 from evaluation.config import EvaluateConfig
 from evaluation.face_matrix import face_matrix, save_png
-from evaluation.metrics import cosine_rows, l2_normalize, mse_psnr, top1_retrieval
-from infra.identity import IdentityEmbedder
+from evaluation.fid import fid_kid
+from evaluation.metrics import mse_psnr
+from evaluation.protocol import SCORE_SIZE, Scorer, choose, load_eval_faces, resize, summarize
+from evaluation.recognizers import build_recognizer
+from infra.config import flatten
 from infra.models import ModelStore
 from infra.paths import ProjectPaths
 from infra.tracking import MlflowSink, Tracker
+from preprocessing.align import align_face
 from preprocessing.dataset_card import DatasetCard
-from training.data import decode_sample, read_shard
+from preprocessing.decode import load_image
 from training.samples import to_uint8
 from training.swappers import load_generator
 
 log = logging.getLogger(__name__)
 
 
-def load_split(card: DatasetCard, data_dir: Path, split: str, image_size: int) -> list[dict]:
-    """All samples of a split, decoded at ``image_size``, sorted by key."""
-    samples = [
-        decode_sample(s, image_size)
-        for url in card.shard_paths(data_dir, split)
-        for s in read_shard(url)
-    ]
-    return sorted(samples, key=lambda s: s["key"])
-
-
-def choose_faces(
-    samples: list[dict], num_identities: int
-) -> tuple[list[dict], list[str], np.ndarray]:
-    """Pick the protocol faces and build the retrieval gallery.
-
-    Returns (faces, gallery_identities, gallery_embeddings (G, D)): one face per identity
-    (its first key) for the first ``num_identities`` identities with ≥ 2 faces, and for each
-    evaluation identity the normalised mean embedding of its faces other than the chosen one.
-    Raises ValueError when fewer than 2 identities qualify.
-    """
-    by_id: dict[str, list[dict]] = {}
-    for s in samples:
-        by_id.setdefault(s["identity"], []).append(s)
-    usable = sorted(i for i, group in by_id.items() if i and len(group) >= 2)
-    if len(usable) < 2:
-        raise ValueError(f"need >= 2 evaluation identities with >= 2 faces, found {len(usable)}")
-    chosen = usable[:num_identities]
-    faces = [by_id[i][0] for i in chosen]
-    gallery = np.stack(
-        [
-            l2_normalize(
-                np.stack([s["embedding"].numpy() for s in by_id[i][1:]]).mean(0, keepdims=True)
-            )[0]
-            for i in usable
-        ]
-    )
-    return faces, usable, gallery
-
-
 @torch.no_grad()
-def swap_all(model, faces: list[dict], batch_size: int) -> torch.Tensor:
-    """Swaps for every (target, source) pair → (N, N, 3, S, S), [t, s] = source s on target t."""
-    images = torch.stack([f["image"] for f in faces])
-    z = torch.stack([f["embedding"] for f in faces])
-    n = len(faces)
-    t_idx, s_idx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
-    t_idx, s_idx = t_idx.reshape(-1), s_idx.reshape(-1)
+def swap_pairs(model, faces, pairs: pd.DataFrame, size: int, batch_size: int) -> np.ndarray:
+    """Run the generator on every (target, source) pair → (P, size, size, 3) uint8."""
+    crops = resize(np.stack([f.crop for f in faces]), size)
+    images = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1
+    z = torch.from_numpy(np.stack([f.embedding for f in faces])).float()
+    t, s = pairs["target"].to_numpy(), pairs["source"].to_numpy()
     out = []
-    for i in range(0, n * n, batch_size):
-        sl = slice(i, i + batch_size)
-        swap, _ = model(images[t_idx[sl]], z[s_idx[sl]])
-        out.append(swap)
-    return torch.cat(out).reshape(n, n, *images.shape[1:])
+    for i in range(0, len(pairs), batch_size):
+        swap, _ = model(images[t[i : i + batch_size]], z[s[i : i + batch_size]])
+        out.append(to_uint8(swap))
+    return np.concatenate(out)
+
+
+def blend_pairs(
+    cfg: EvaluateConfig,
+    faces,
+    pairs: pd.DataFrame,
+    swaps: np.ndarray,
+    scorer: Scorer,
+    swap_marks: np.ndarray,
+    frames: dict[str, np.ndarray],
+) -> np.ndarray:
+    """Paste each swap into its target's frame and re-cut the aligned crop.
+
+    Returns ((P, S, S, 3) uint8 crops of the blended frames at the model resolution,
+    [(frame, blended frame)] for the first pair of up to ``cfg.blend.examples`` targets).
+    """
+    size = swaps.shape[1]
+    out, examples, shown = [], [], set()
+    for t, swap, lm_swap in zip(pairs["target"], swaps, swap_marks, strict=True):
+        face = faces[t]
+        frame = frames[face.key]
+        crop_size = face.meta["crop_size"]
+        M = np.asarray(face.meta["transform"], np.float64) * (size / crop_size)
+        scale = size / SCORE_SIZE
+        lm_t, lm_s = scorer.marks[t][:, :2] * scale, lm_swap[:, :2] * scale
+        if cfg.blend.mask == "labels" and face.label_map is not None:
+            labels = cv2.resize(face.label_map, (size, size), interpolation=cv2.INTER_NEAREST)
+            mask = face_mask_from_labels(labels)
+        else:
+            mask = face_mask_from_landmarks(lm_t, size)
+        blur = cfg.blend.blur_fraction * size
+        if cfg.blend.adjust:  # GHOST: grow or shrink the mask, blur scaled to the face width
+            mask, blur = adjust_mask(mask, lm_s, lm_t)
+        blended = paste_back(frame, swap, M, mask, blur)
+        out.append(align_face(blended, np.asarray(face.meta["landmarks"]), size)[0])
+        if len(examples) < cfg.blend.examples and t not in shown:  # one example per target
+            shown.add(t)
+            examples.append((frame, blended))
+    return np.stack(out), examples
+
+
+def _frames(faces, data_dir: Path) -> dict[str, np.ndarray]:
+    """Original frames of the faces, by key (paths from the manifest)."""
+    manifest = pd.read_parquet(data_dir / "manifest.parquet", columns=["key", "path"]).set_index(
+        "key"
+    )
+    out = {}
+    for f in faces:
+        decoded = load_image(Path(manifest.loc[f.key, "path"]), 10**9)
+        if decoded.image is None:
+            raise FileNotFoundError(f"target frame {manifest.loc[f.key, 'path']}: {decoded.detail}")
+        out[f.key] = decoded.image
+    return out
+
+
+def _examples_png(
+    examples: list[tuple[np.ndarray, np.ndarray]], path: Path, height: int = 192
+) -> Path:
+    rows = []
+    for frame, blended in examples:
+        scale = height / frame.shape[0]
+        w = max(1, round(frame.shape[1] * scale))
+        rows.append(
+            np.concatenate([cv2.resize(frame, (w, height)), cv2.resize(blended, (w, height))], 1)
+        )
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return save_png(np.concatenate(rows, 0), path)
 
 
 def evaluate(cfg: EvaluateConfig, paths: ProjectPaths, out_dir: Path) -> dict:
-    """Run the protocol; writes metrics.json, pairs.parquet and face_matrix.png."""
+    """Run the protocol; returns the metrics written to ``metrics.json``."""
     t0 = time.perf_counter()
     data_dir = paths.stage_dir("prepare")
     card = DatasetCard.load(data_dir)
@@ -107,80 +139,150 @@ def evaluate(cfg: EvaluateConfig, paths: ProjectPaths, out_dir: Path) -> dict:
             f"generator trained with {meta['identity_model']}, data uses {card.embedding.name}"
         )
     size = model.cfg.image_size
-    faces, gallery_ids, gallery = choose_faces(
-        load_split(card, data_dir, "eval", size), cfg.num_identities
-    )
-    n = len(faces)
-    log.info("evaluating %d x %d pairs at %d px", n, n, size)
+    store = ModelStore(paths.models_dir)
+    recognizer = build_recognizer(cfg.recognizer, store, card.embedding.name)
+    faces = load_eval_faces(card, data_dir)
+    proto = choose(faces, cfg.num_sources, cfg.num_targets, cfg.targets_per_identity)
+    scorer = Scorer(faces, recognizer, AttributeModels(store), size)
+    t_ref = time.perf_counter()
 
-    swaps = swap_all(model, faces, cfg.batch_size)  # (N, N, 3, S, S)
-    swaps_u8 = to_uint8(swaps.reshape(-1, *swaps.shape[2:]))  # (N*N, S, S, 3)
-    embedder = IdentityEmbedder(ModelStore(paths.models_dir), card.embedding.name)
-    swap_emb = embedder.embed(swaps_u8)  # (N*N, D)
+    swaps = swap_pairs(model, faces, proto.pairs, size, cfg.batch_size)
+    scored = scorer.score(swaps, proto.pairs)
+    t_score = time.perf_counter()
+    metrics: dict = {"swap": summarize(scored)}
 
-    src_emb = np.stack([f["embedding"].numpy() for f in faces])
-    ids = [f["identity"] for f in faces]
-    t_idx, s_idx = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    t_idx, s_idx = t_idx.reshape(-1), s_idx.reshape(-1)
-    cos = cosine_rows(swap_emb, src_emb[s_idx])
-    retrieved = np.array(gallery_ids)[top1_retrieval(swap_emb, gallery, np.array(gallery_ids))]
-    pairs = pd.DataFrame(
-        {
-            "target_key": [faces[t]["key"] for t in t_idx],
-            "source_key": [faces[s]["key"] for s in s_idx],
-            "target_identity": [ids[t] for t in t_idx],
-            "source_identity": [ids[s] for s in s_idx],
-            "id_cosine": cos,
-            "retrieved_identity": retrieved,
-        }
-    )
-    cross = pairs[t_idx != s_idx]
-    targets_u8 = to_uint8(torch.stack([f["image"] for f in faces]))
-    self_swaps = swaps_u8.reshape(n, n, size, size, 3)[np.arange(n), np.arange(n)]
-    mse, psnr = mse_psnr(self_swaps / 255.0, targets_u8 / 255.0)
-    metrics = {
-        "id_similarity": float(cross["id_cosine"].mean()),
-        "id_retrieval_top1": float(
-            (cross["retrieved_identity"] == cross["source_identity"]).mean()
-        ),
-        "target_retrieval_top1": float(
-            (cross["retrieved_identity"] == cross["target_identity"]).mean()
-        ),
-        "recon_mse": mse,
-        "recon_psnr_db": psnr,
-        "num_identities": n,
-        "num_pairs": len(cross),
-        "gallery_identities": len(gallery_ids),
+    self_rows = proto.pairs.index[proto.pairs["self"]].to_numpy()
+    targets = resize(np.stack([faces[t].crop for t in proto.pairs.loc[self_rows, "target"]]), size)
+    mse, psnr = mse_psnr(swaps[self_rows] / 255.0, targets / 255.0)
+    metrics["reconstruction"] = {
+        "mse": mse,
+        "psnr_db": psnr,
+        "ssim": ssim(swaps[self_rows], targets),
+    }
+
+    cross = proto.pairs.index[proto.pairs["cross"]].to_numpy()
+    if cfg.fid.enabled:
+        real = resize(np.stack([faces[t].crop for t in proto.targets]), size)
+        metrics["fid"] = fid_kid(real, swaps[cross], store, kid_subset_size=cfg.fid.kid_subset_size)
+
+    t_fid = time.perf_counter()
+    blended = None
+    if cfg.blend.enabled:
+        _, swap_marks = scorer.attrs.measure(
+            resize(swaps[cross], SCORE_SIZE), scorer.boxes[proto.pairs.target.to_numpy()[cross]]
+        )
+        crops, examples = blend_pairs(
+            cfg,
+            faces,
+            proto.pairs.loc[cross],
+            swaps[cross],
+            scorer,
+            swap_marks,
+            _frames([faces[t] for t in set(proto.pairs.loc[cross, "target"])], data_dir),
+        )
+        blended = scorer.score(crops, proto.pairs.loc[cross])
+        metrics["blended"] = summarize(blended)
+    t_end = time.perf_counter()
+    n_pairs = len(proto.pairs)
+    metrics["protocol"] = {
+        "sources": len(proto.sources),
+        "targets": len(proto.targets),
+        "pairs": n_pairs,
+        "cross_pairs": len(cross),
+        "self_pairs": len(self_rows),
+        "gallery_faces": len(faces),
+        "recognizer": recognizer.name,
+        "resolution": size,
+    }
+    metrics["timing"] = {
+        "pairs_per_s": n_pairs / (t_end - t_ref),
+        "swap_and_score_pairs_per_s": n_pairs / (t_score - t_ref),
+        "setup_s": t_ref - t0,
+        "swap_and_score_s": t_score - t_ref,
+        "reconstruction_and_fid_s": t_fid - t_score,
+        "blend_and_rescore_s": t_end - t_fid,
+        "wall_s": t_end - t0,
     }
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    pairs.to_parquet(out_dir / "pairs.parquet", index=False)
-    matrix = face_matrix(
-        targets_u8, targets_u8, swaps_u8.reshape(n, n, size, size, 3), cfg.matrix_cell
+    table = scored.drop(columns=["cross", "self"]).assign(
+        cross=scored["cross"], self_swap=scored["self"]
     )
-    matrix_path = save_png(matrix, out_dir / "face_matrix.png")
-
-    sink = _mlflow_sink(paths, cfg, meta.get("mlflow_run_id"))
-    tracker = Tracker([sink])
-    tracker.log_metrics({f"Eval/{k}": v for k, v in metrics.items()}, step=int(meta.get("step", 0)))
-    tracker.log_artifact(matrix_path, "evaluation")
-    tracker.log_artifact(out_dir / "metrics.json", "evaluation")
-    tracker.close()
-    log.info("evaluation done in %.1f s: %s", time.perf_counter() - t0, json.dumps(metrics))
+    if blended is not None:
+        b = blended[
+            [
+                "id_cosine",
+                "retrieved_identity",
+                "pose_error_deg",
+                "expression_error",
+                "eye_landmark_error",
+            ]
+        ]
+        table = table.join(b.add_prefix("blended_"))
+    table.to_parquet(out_dir / "pairs.parquet", index=False)
+    artifacts = [
+        _matrix(faces, proto, swaps, size, cfg.matrix_cell, out_dir / "face_matrix.png"),
+        out_dir / "metrics.json",
+    ]
+    if blended is not None:
+        rows = [
+            {"metric": k, "before": metrics["swap"][k], "after": metrics["blended"][k]}
+            for k in metrics["swap"]
+        ]
+        pd.DataFrame(rows).to_csv(out_dir / "blend_comparison.csv", index=False)
+        if examples:
+            artifacts.append(_examples_png(examples, out_dir / "blended.png"))
+    _track(paths, cfg, meta, metrics, artifacts)
+    log.info(
+        "evaluation: %d pairs in %.1f s (%.2f pairs/s): %s",
+        n_pairs,
+        t_end - t0,
+        metrics["timing"]["pairs_per_s"],
+        json.dumps(metrics["swap"]),
+    )
     return metrics
 
 
-def _mlflow_sink(paths: ProjectPaths, cfg: EvaluateConfig, run_id: str | None) -> MlflowSink:
+def _matrix(faces, proto, swaps, size, cell, path: Path) -> Path:
+    """Sources along the top, one target per identity down the left."""
+    pairs = proto.pairs.reset_index(drop=True)
+    first = {}
+    for t in proto.targets:
+        first.setdefault(faces[t].identity, t)
+    rows = list(first.values())
+    lookup = {(t, s): i for i, (t, s) in enumerate(zip(pairs.target, pairs.source, strict=True))}
+    grid = np.stack([np.stack([swaps[lookup[(t, s)]] for s in proto.sources]) for t in rows])
+    src = resize(np.stack([faces[s].crop for s in proto.sources]), size)
+    tgt = resize(np.stack([faces[t].crop for t in rows]), size)
+    return save_png(face_matrix(src, tgt, grid, cell), path)
+
+
+def _track(
+    paths: ProjectPaths, cfg: EvaluateConfig, meta: dict, metrics: dict, artifacts: list[Path]
+) -> None:
     """Add to the training run when it is in this tracking store, else open a new run."""
+    run_id = meta.get("mlflow_run_id")
+    sink = None
     if run_id:
         try:
-            return MlflowSink(paths, cfg.experiment, "evaluate", run_id=run_id)
-        except Exception as e:  # run from another store (e.g. a copied checkpoint)
+            sink = MlflowSink(paths, cfg.experiment, "evaluate", run_id=run_id)
+        except Exception as e:  # a copied checkpoint from another store
             log.warning(
                 "training run %s not found in %s (%s); logging a new run",
                 run_id,
                 paths.tracking_uri,
                 e,
             )
-    return MlflowSink(paths, cfg.experiment, run_name=f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}")
+    if sink is None:
+        sink = MlflowSink(paths, cfg.experiment, f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}")
+    tracker = Tracker([sink])
+    numeric = {
+        f"Eval/{k.replace('.', '/')}": v
+        for k, v in flatten(metrics).items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+    }
+    tracker.log_summary(numeric, step=int(meta.get("step", 0)))
+    for a in artifacts:
+        tracker.log_artifact(a, "evaluation")
+    tracker.close()

@@ -1,0 +1,191 @@
+"""The evaluation protocol: which held-out faces are sources, targets and gallery, and how a
+set of outputs is scored against them.
+
+Faces come from the ``eval`` split (whole identities training never saw). The first
+``num_sources`` identities (sorted) give one source face each (their first key); the first
+``num_targets`` identities give ``targets_per_identity`` faces each, other faces of the
+identity first. Every (target, source) pair is swapped: pairs of different identities are
+scored for identity transfer and attribute preservation, a target swapped with its own
+embedding is a self-swap scored for reconstruction. The retrieval gallery is every held-out
+face (FaceShifter's protocol retrieves among all frames, targets included).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from evaluation.attributes import (
+    AttributeModels,
+    expression_error,
+    eye_landmark_error,
+    pose_error,
+)
+from evaluation.metrics import cosine_rows, top1_retrieval
+from preprocessing.align import transform_points
+from preprocessing.dataset_card import DatasetCard
+from training.data import read_shard
+
+#: Side the recogniser and attribute models see every face at (the prepared crop size is
+#: resized through the model resolution and back, so real and swapped faces match in blur).
+SCORE_SIZE = 256
+
+
+@dataclass
+class EvalFace:
+    """One held-out face: crop (crop_size, RGB uint8), training-model embedding, metadata
+    (identity, path, transform, bbox…) and label map (crop_size, uint8) if the shard has it."""
+
+    key: str
+    identity: str
+    crop: np.ndarray
+    embedding: np.ndarray
+    meta: dict
+    label_map: np.ndarray | None
+
+
+def load_eval_faces(card: DatasetCard, data_dir: Path) -> list[EvalFace]:
+    """Every face of the ``eval`` split, sorted by (identity, key)."""
+    faces = []
+    for url in card.shard_paths(data_dir, "eval"):
+        for s in read_shard(url):
+            meta = json.loads(s["json"])
+            crop = cv2.imdecode(np.frombuffer(s["jpg"], np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+            mask = None
+            if "mask.png" in s:
+                mask = cv2.imdecode(np.frombuffer(s["mask.png"], np.uint8), cv2.IMREAD_UNCHANGED)
+            faces.append(
+                EvalFace(
+                    key=s["__key__"],
+                    identity=meta.get("identity") or "",
+                    crop=np.ascontiguousarray(crop),
+                    embedding=np.load(io.BytesIO(s["id.npy"])),
+                    meta=meta,
+                    label_map=mask,
+                )
+            )
+    return sorted(faces, key=lambda f: (f.identity, f.key))
+
+
+@dataclass
+class Protocol:
+    """Indices into the face list: sources, targets and the (target, source) pairs."""
+
+    sources: list[int]
+    targets: list[int]
+    pairs: pd.DataFrame  # columns: target, source (face indices), cross (bool), self (bool)
+
+
+def choose(
+    faces: list[EvalFace], num_sources: int, num_targets: int, per_identity: int
+) -> Protocol:
+    """Pick sources, targets and pairs (see the module docstring). Raises ValueError when
+    fewer than two labelled identities are held out."""
+    by_id: dict[str, list[int]] = {}
+    for i, f in enumerate(faces):
+        if f.identity:
+            by_id.setdefault(f.identity, []).append(i)
+    ids = sorted(by_id)
+    if len(ids) < 2:
+        raise ValueError(
+            f"need >= 2 held-out identities, found {len(ids)}: prepare more eval identities"
+        )
+    sources = [by_id[i][0] for i in ids[:num_sources]]
+    targets = []
+    for ident in ids[:num_targets]:
+        idx = by_id[ident]
+        ordered = idx[1:] + idx[:1]  # faces other than the source face first
+        targets += ordered[:per_identity]
+    rows = [(t, s) for t in targets for s in sources]
+    rows += [(t, t) for t in targets]  # self-swaps (reconstruction)
+    pairs = pd.DataFrame(rows, columns=["target", "source"]).drop_duplicates(ignore_index=True)
+    same_face = pairs["target"] == pairs["source"]
+    pairs["self"] = same_face
+    pairs["cross"] = [
+        faces[t].identity != faces[s].identity
+        for t, s in zip(pairs.target, pairs.source, strict=True)
+    ]
+    return Protocol(sources, targets, pairs)
+
+
+def resize(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W, 3) uint8 → (N, size, size, 3) (area down, bilinear up)."""
+    if images.shape[1] == size:
+        return images
+    interp = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(im, (size, size), interpolation=interp) for im in images])
+
+
+def face_box(meta: dict, size: int) -> np.ndarray:
+    """The detector's face box mapped into a ``size`` crop (axis-aligned, x1 y1 x2 y2)."""
+    x1, y1, x2, y2 = meta["bbox"]
+    corners = np.array([[x1, y1], [x2, y1], [x1, y2], [x2, y2]], np.float64)
+    M = np.asarray(meta["transform"], np.float64) * (size / meta["crop_size"])
+    pts = transform_points(corners, M)
+    return np.concatenate([pts.min(0), pts.max(0)])
+
+
+class Scorer:
+    """Scores outputs (one image per pair) with an independent recogniser and the attribute
+    models; the references (gallery, sources, targets) are measured once."""
+
+    def __init__(self, faces: list[EvalFace], recognizer, attrs: AttributeModels, model_size: int):
+        self.faces, self.rec, self.attrs, self.model_size = faces, recognizer, attrs, model_size
+        crops = np.stack([f.crop for f in faces])
+        self.reference = self.through_model(crops)  # (F, 256, 256, 3)
+        self.gallery = self.rec.embed(self.reference)  # (F, D)
+        self.gallery_ids = np.array([f.identity for f in faces])
+        self.boxes = np.stack([face_box(f.meta, SCORE_SIZE) for f in faces])
+        self.pose, self.marks = attrs.measure(self.reference, self.boxes)
+
+    def through_model(self, images: np.ndarray) -> np.ndarray:
+        """Resize to the model resolution and back to SCORE_SIZE."""
+        return resize(resize(images, self.model_size), SCORE_SIZE)
+
+    def score(self, outputs: np.ndarray, pairs: pd.DataFrame) -> pd.DataFrame:
+        """Per-pair metrics of ``outputs`` ((P, S, S, 3) uint8 at the model resolution, one per
+        row of ``pairs``): identity cosine to the source face, retrieved identity, pose,
+        expression and eye-landmark errors against the target."""
+        out = resize(outputs, SCORE_SIZE)
+        emb = self.rec.embed(out)
+        t, s = pairs["target"].to_numpy(), pairs["source"].to_numpy()
+        pose, marks = self.attrs.measure(out, self.boxes[t])
+        retrieved = self.gallery_ids[top1_retrieval(emb, self.gallery, self.gallery_ids)]
+        return pairs.assign(
+            target_key=[self.faces[i].key for i in t],
+            source_key=[self.faces[i].key for i in s],
+            target_identity=self.gallery_ids[t],
+            source_identity=self.gallery_ids[s],
+            id_cosine=cosine_rows(emb, self.gallery[s]),
+            id_cosine_unswapped=cosine_rows(self.gallery[t], self.gallery[s]),
+            retrieved_identity=retrieved,
+            pose_error_deg=pose_error(pose, self.pose[t]),
+            expression_error=[
+                expression_error(a, b) for a, b in zip(marks, self.marks[t], strict=True)
+            ],
+            eye_landmark_error=[
+                eye_landmark_error(a, b) for a, b in zip(marks, self.marks[t], strict=True)
+            ],
+        )
+
+
+def summarize(scored: pd.DataFrame) -> dict[str, float]:
+    """Aggregate the cross-identity pairs: identity retrieval (source and target), mean
+    identity cosine (and, for scale, the cosine of the unswapped target to the source),
+    pose/expression/eye errors."""
+    cross = scored[scored["cross"]]
+    return {
+        "id_retrieval_top1": float((cross.retrieved_identity == cross.source_identity).mean()),
+        "target_retrieval_top1": float((cross.retrieved_identity == cross.target_identity).mean()),
+        "id_cosine": float(cross.id_cosine.mean()),
+        "id_cosine_unswapped": float(cross.id_cosine_unswapped.mean()),
+        "pose_error_deg": float(cross.pose_error_deg.mean()),
+        "expression_error": float(cross.expression_error.mean()),
+        "eye_landmark_error": float(cross.eye_landmark_error.mean()),
+    }

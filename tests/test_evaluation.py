@@ -1,0 +1,149 @@
+"""Evaluation: protocol, metric functions with known answers, sanity checks on real faces,
+the stage end to end and the run comparison."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evaluation.attributes import (
+    AttributeModels,
+    expression_error,
+    eye_landmark_error,
+    pose_error,
+    ssim,
+)
+from evaluation.protocol import EvalFace, Scorer, choose, load_eval_faces, resize, summarize
+from evaluation.recognizers import build_recognizer
+from infra.models import ModelStore
+from preprocessing.align import transform_points
+
+
+def _face(key, identity):
+    return EvalFace(key, identity, np.zeros((4, 4, 3), np.uint8), np.zeros(4), {}, None)
+
+
+def test_protocol_pairs_sources_targets_and_self_swaps():
+    faces = [_face(f"k{i}", ident) for i, ident in enumerate("aaabbcdd")]
+    p = choose(faces, num_sources=3, num_targets=2, per_identity=2)
+    assert p.sources == [0, 3, 5]  # first face of a, b, c
+    assert p.targets == [1, 2, 4, 3]  # other faces first: a1 a2, b4 b3
+    cross = p.pairs[p.pairs.cross]
+    assert all(
+        faces[t].identity != faces[s].identity
+        for t, s in zip(cross.target, cross.source, strict=True)
+    )
+    assert set(p.pairs[p.pairs.self].target) == set(p.targets)
+    assert len(p.pairs) == len(p.targets) * len(p.sources) + len(p.targets) - 1  # (3, 3) twice
+    with pytest.raises(ValueError, match="2 held-out identities"):
+        choose([_face("x", "a")], 2, 2, 1)
+
+
+def test_attribute_metrics_known_answers():
+    rng = np.random.default_rng(0)
+    lm = rng.uniform(50, 200, (468, 3))
+    a = np.deg2rad(20)
+    M = np.array([[1.3 * np.cos(a), -1.3 * np.sin(a), 7], [1.3 * np.sin(a), 1.3 * np.cos(a), -4]])
+    moved = np.concatenate([transform_points(lm[:, :2], M), lm[:, 2:]], 1)
+    assert expression_error(lm, lm) == pytest.approx(0, abs=1e-9)
+    assert expression_error(moved, lm) == pytest.approx(0, abs=1e-9)  # similarity-invariant
+    assert expression_error(lm + rng.normal(0, 3, lm.shape), lm) > 0.01
+    shifted = lm.copy()
+    shifted[:, 0] += 5.0
+    from evaluation.attributes import interocular
+
+    assert eye_landmark_error(shifted, lm) == pytest.approx(5.0 / interocular(lm))
+    assert pose_error(np.array([3.0, 4.0, 0.0]), np.zeros(3)) == pytest.approx(5.0)
+    img = rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    assert ssim(img, img) == pytest.approx(1.0)
+    assert ssim(img, 255 - img) < 0.2
+
+
+@pytest.fixture(scope="module")
+def eval_setup(prepared, models_dir):
+    _, card, _, data_dir, _ = prepared
+    store = ModelStore(models_dir)
+    faces = load_eval_faces(card, data_dir)
+    rec = build_recognizer("dlib_resnet", store, card.embedding.name)
+    scorer = Scorer(faces, rec, AttributeModels(store), model_size=64)
+    return faces, scorer, rec, card
+
+
+def test_unswapped_pairs_sanity(eval_setup):
+    faces, scorer, _, _ = eval_setup
+    proto = choose(faces, num_sources=3, num_targets=3, per_identity=2)
+    pairs = proto.pairs
+    crops64 = resize(np.stack([f.crop for f in faces]), 64)
+    # output = target: the target identity is retrieved and no attribute changes
+    as_target = scorer.score(crops64[pairs.target.to_numpy()], pairs)
+    cross = as_target[as_target.cross]
+    assert (cross.retrieved_identity == cross.target_identity).mean() >= 0.95
+    assert cross.pose_error_deg.max() < 1e-3 and cross.expression_error.max() < 1e-6
+    assert summarize(as_target)["target_retrieval_top1"] >= 0.95
+    # output = source: the source identity is retrieved, at cosine ~1
+    as_source = scorer.score(crops64[pairs.source.to_numpy()], pairs)
+    m = summarize(as_source)
+    assert m["id_retrieval_top1"] >= 0.95 and m["id_cosine"] > 0.99
+
+
+def test_independent_recognizer_tells_held_out_identities_apart(eval_setup):
+    _, scorer, _, card = eval_setup
+    ids = scorer.gallery_ids
+    sims = scorer.gallery @ scorer.gallery.T
+    np.fill_diagonal(sims, -2)  # leave-one-out retrieval among the held-out faces
+    has_pair = np.array([(ids == i).sum() > 1 for i in ids])
+    assert (ids[sims.argmax(1)] == ids)[has_pair].mean() >= 0.9
+    with pytest.raises(ValueError, match="independent"):
+        build_recognizer(card.embedding.name, ModelStore("/nonexistent"), card.embedding.name)
+
+
+@pytest.mark.slow
+def test_evaluate_stage_and_compare(prepared, tmp_path):
+    from evaluation.compare import compare_runs
+    from evaluation.config import EvaluateConfig
+    from evaluation.swap_eval import evaluate
+    from infra.config import build
+    from infra.paths import PathsConfig, ProjectPaths
+    from training.config import TrainConfig
+    from training.loop import train
+
+    _, _, _, prep_dir, params = prepared
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "prepare").symlink_to(prep_dir)
+    paths = ProjectPaths.resolve(PathsConfig(**{**params["paths"], "output_dir": str(out)}))
+    train(build(TrainConfig, params["train"], "train"), paths, out / "train")
+    cfg = build(
+        EvaluateConfig, {**params["evaluate"], "num_sources": 3, "num_targets": 3}, "evaluate"
+    )
+    metrics = evaluate(cfg, paths, out / "evaluate")
+
+    saved = json.loads((out / "evaluate" / "metrics.json").read_text())
+    assert (
+        saved["protocol"]["recognizer"] == "dlib_resnet" and saved["protocol"]["cross_pairs"] == 6
+    )
+    for part in ("swap", "blended"):
+        assert set(saved[part]) >= {
+            "id_retrieval_top1",
+            "id_cosine",
+            "pose_error_deg",
+            "expression_error",
+            "eye_landmark_error",
+        }
+        assert 0 <= saved[part]["id_retrieval_top1"] <= 1
+    assert saved["fid"]["fid"] is None and "not computed" in saved["fid"]["status"]
+    assert "pt_inception-2015-12-05-6726825d.pth" in saved["fid"]["status"]
+    assert 0 <= saved["reconstruction"]["ssim"] <= 1
+    assert metrics["timing"]["pairs_per_s"] > 0
+    pairs = pd.read_parquet(out / "evaluate" / "pairs.parquet")
+    assert (
+        len(pairs) == saved["protocol"]["pairs"] and pairs["blended_id_cosine"].notna().sum() == 6
+    )
+    for name in ("face_matrix.png", "blended.png", "blend_comparison.csv"):
+        assert (out / "evaluate" / name).stat().st_size > 0
+    table = compare_runs(paths, "faceswap")
+    assert len(table) == 1 and table.loc[0, "train.model"] == "aei_net"
+    assert table.loc[0, "swap/id_retrieval_top1"] == pytest.approx(
+        saved["swap"]["id_retrieval_top1"]
+    )

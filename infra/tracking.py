@@ -59,7 +59,14 @@ class MlflowSink:
         import mlflow
 
         self.mlflow = mlflow
+        # set_tracking_uri also exports MLFLOW_TRACKING_URI; restore the environment so the
+        # next ProjectPaths.resolve in this process does not take it for a user's override.
+        before = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(paths.tracking_uri)
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
         exp = mlflow.get_experiment_by_name(experiment)
         if exp is None:
             location = None

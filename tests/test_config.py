@@ -53,3 +53,14 @@ def test_env_overrides_paths(tmp_path, monkeypatch):
     monkeypatch.setenv("FSP_MODELS_DIR", "/elsewhere/models")
     _, paths = load_stage(EvaluateConfig, "evaluate", params)
     assert paths.models_dir == Path("/elsewhere/models")
+
+
+def test_tracking_does_not_leak_the_store_into_the_environment(tmp_path, monkeypatch):
+    from infra.paths import PathsConfig, ProjectPaths
+    from infra.tracking import MlflowSink
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    paths = ProjectPaths.resolve(PathsConfig(output_dir=str(tmp_path / "a")))
+    MlflowSink(paths, "leak-check", "run").close()
+    other = ProjectPaths.resolve(PathsConfig(output_dir=str(tmp_path / "b")))
+    assert other.tracking_uri.endswith(str(tmp_path / "b" / "mlflow" / "mlflow.db"))

@@ -107,6 +107,39 @@ def evaluate(
 
 
 @app.command()
+def compare(
+    params: ParamsOpt = Path("params.yaml"),
+    experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "faceswap",
+    param: Annotated[list[str] | None, typer.Option(help="Param column (repeatable).")] = None,
+    metric: Annotated[list[str] | None, typer.Option(help="Metric column (repeatable).")] = None,
+    last: Annotated[int, typer.Option(help="Newest runs shown.")] = 20,
+) -> None:
+    """List evaluated runs side by side with their parameters and metrics (MLflow)."""
+    import pandas as pd
+
+    from evaluation.compare import compare_runs
+    from infra.config import build, load_params
+    from infra.paths import PathsConfig, ProjectPaths
+
+    raw = load_params(params) if params.exists() else {}
+    paths = ProjectPaths.resolve(
+        build(PathsConfig, raw.get("paths"), "paths"), params.resolve().parent
+    )
+    try:
+        table = compare_runs(paths, experiment, param, metric, last)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    if table.empty:
+        typer.echo("no evaluated runs yet")
+        return
+    with pd.option_context(
+        "display.max_columns", None, "display.width", 200, "display.float_format", "{:.4f}".format
+    ):
+        typer.echo(table.to_string(index=False))
+
+
+@app.command()
 def models(params: ParamsOpt = Path("params.yaml")) -> None:
     """List registered models and whether each is present and verified in the models dir."""
     from infra.config import build, load_params

@@ -163,7 +163,14 @@ def small_params(out_dir: Path, sources: list[dict]) -> dict:
             "ghost": {"debug": TINY_AEI},
             "simswap": {"debug": TINY_SIMSWAP},
         },
-        "evaluate": {"num_identities": 3, "batch_size": 4, "matrix_cell": 32},
+        "evaluate": {
+            "num_sources": 3,
+            "num_targets": 3,
+            "batch_size": 4,
+            "matrix_cell": 32,
+            "blend": {"examples": 2},
+            "fid": {"kid_subset_size": 3},
+        },
     }
 
 

@@ -45,10 +45,20 @@ def test_dvc_repro_runs_prepare_train_evaluate(tmp_path):
 
     out = proj / "outputs"
     metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
-    for key in ("id_similarity", "id_retrieval_top1", "target_retrieval_top1", "recon_mse"):
-        assert key in metrics
-    assert -1 <= metrics["id_similarity"] <= 1 and 0 <= metrics["id_retrieval_top1"] <= 1
-    assert metrics["num_identities"] == 3 and metrics["num_pairs"] == 6
+    for key in (
+        "id_retrieval_top1",
+        "target_retrieval_top1",
+        "id_cosine",
+        "pose_error_deg",
+        "expression_error",
+        "eye_landmark_error",
+    ):
+        assert key in metrics["swap"] and key in metrics["blended"]
+    assert (
+        -1 <= metrics["swap"]["id_cosine"] <= 1 and 0 <= metrics["swap"]["id_retrieval_top1"] <= 1
+    )
+    assert metrics["protocol"]["sources"] == 3 and metrics["protocol"]["cross_pairs"] == 6
+    assert metrics["reconstruction"]["psnr_db"] > 0
     assert (out / "evaluate" / "face_matrix.png").stat().st_size > 0
     card = json.loads((out / "prepare" / "dataset.json").read_text())
     assert card["num_inputs"] == expected["rows"]

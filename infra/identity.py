@@ -18,10 +18,10 @@ import onnx
 import torch
 import torch.nn.functional as F
 from insightface.model_zoo.arcface_onnx import ArcFaceONNX
-from onnx import numpy_helper
-from torch import nn
 
+from infra.frozen import FrozenOnnxModule
 from infra.models import ModelStore
+from infra.onnx_graph import batchable
 from infra.ort import make_session
 
 
@@ -31,32 +31,6 @@ def embedding_dim(model: onnx.ModelProto) -> int:
     if not dims or not dims[-1].dim_value:
         raise ValueError("recognition model output has no static embedding dimension")
     return int(dims[-1].dim_value)
-
-
-def batchable(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Make a recognition graph accept any batch size.
-
-    Some exports (``mobilefacenet_128d.onnx``) fix the input batch to 1 and end in a Reshape
-    whose constant target is ``[1, -1]``: onnxruntime then rejects N > 1 and onnx2torch
-    returns a wrong ``[1, D*N]`` tensor. This rewrites the batch axes of inputs and outputs
-    to a symbolic ``N`` and any such Reshape target to ``[-1, D]``. A model without the
-    quirk is returned unchanged (as a copy).
-    """
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    dim = embedding_dim(model)
-    for value in list(model.graph.input) + list(model.graph.output):
-        shape = value.type.tensor_type.shape
-        if shape.dim and shape.dim[0].dim_value == 1:
-            shape.dim[0].dim_param = "N"
-    inits = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type != "Reshape" or node.input[1] not in inits:
-            continue
-        target = numpy_helper.to_array(inits[node.input[1]])
-        if target.ndim == 1 and len(target) == 2 and target[0] == 1:
-            fixed = numpy_helper.from_array(np.array([-1, dim], dtype=target.dtype), node.input[1])
-            inits[node.input[1]].CopyFrom(fixed)
-    return model
 
 
 class IdentityEmbedder:
@@ -105,46 +79,18 @@ class IdentityEmbedder:
         return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
 
 
-class TorchIdentityEncoder(nn.Module):
+class TorchIdentityEncoder(FrozenOnnxModule):
     """Frozen, differentiable identity encoder converted from the registered ONNX.
 
     Input: (B, 3, H, W) float RGB in [-1, 1], faces on the ArcFace template at any square
     size (resized to the model side with antialiased bilinear interpolation).
     Output: (B, D) float32 L2-normalised embeddings.
-
-    Built once and passed to losses/evaluators; never loaded by path inside a loss.
     """
 
     def __init__(self, store: ModelStore, name: str):
-        super().__init__()
-        from onnx2torch import convert
-
-        spec = store.spec(name)
-        graph = batchable(onnx.load(str(store.path(name))))
-        self.name = name
-        self.dim = embedding_dim(graph)
-        self.input_size = int(spec.input.shape[-1])
-        self.net = convert(graph)
-        # [-1, 1] → 0..255 → (x - mean) / std, folded into one affine map.
-        self.register_buffer("scale", torch.tensor(127.5 / spec.input.std))
-        self.register_buffer("shift", torch.tensor((127.5 - spec.input.mean) / spec.input.std))
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> TorchIdentityEncoder:
-        """Stays in eval mode: the encoder is a frozen helper."""
-        return super().train(False)
+        super().__init__(store, name)
+        self.dim = embedding_dim(self.graph)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected (B, 3, H, W), got {tuple(x.shape)}")
-        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            x = F.interpolate(
-                x,
-                size=(self.input_size, self.input_size),
-                mode="bilinear",
-                align_corners=False,
-                antialias=True,
-            )
-        feats = self.net(x * self.scale + self.shift)
+        feats = self.net(self.prepare(x))
         return F.normalize(feats.reshape(x.shape[0], -1).float(), dim=1)

@@ -31,6 +31,17 @@ def _root() -> None:
     """Face-swap data preparation, training and evaluation (see README.md)."""
 
 
+def _paths(params: Path):
+    """Project paths from the ``paths`` section of ``params`` (defaults when it is absent)."""
+    from infra.config import build, load_params
+    from infra.paths import PathsConfig, ProjectPaths
+
+    raw = load_params(params) if params.exists() else {}
+    return ProjectPaths.resolve(
+        build(PathsConfig, raw.get("paths"), "paths"), params.resolve().parent
+    )
+
+
 def _setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -118,13 +129,8 @@ def compare(
     import pandas as pd
 
     from evaluation.compare import compare_runs
-    from infra.config import build, load_params
-    from infra.paths import PathsConfig, ProjectPaths
 
-    raw = load_params(params) if params.exists() else {}
-    paths = ProjectPaths.resolve(
-        build(PathsConfig, raw.get("paths"), "paths"), params.resolve().parent
-    )
+    paths = _paths(params)
     try:
         table = compare_runs(paths, experiment, param, metric, last)
     except ValueError as e:
@@ -142,14 +148,9 @@ def compare(
 @app.command()
 def models(params: ParamsOpt = Path("params.yaml")) -> None:
     """List registered models and whether each is present and verified in the models dir."""
-    from infra.config import build, load_params
     from infra.models import REGISTRY, ModelError, ModelFileMissingError, ModelStore
-    from infra.paths import PathsConfig, ProjectPaths
 
-    raw = load_params(params) if params.exists() else {}
-    paths = ProjectPaths.resolve(
-        build(PathsConfig, raw.get("paths"), "paths"), params.resolve().parent
-    )
+    paths = _paths(params)
     store = ModelStore(paths.models_dir)
     typer.echo(f"models dir: {paths.models_dir}")
     for name, spec in REGISTRY.items():

@@ -4,7 +4,8 @@ Model: ``facemesh_468`` in :data:`infra.models.REGISTRY` (MediaPipe ``face_landm
 Apache-2.0, ONNX export from iperov/DeepFaceLive). Contract: input ``input_1``
 [1, 192, 192, 3] NHWC RGB float32; output ``conv2d_21`` [1, 1, 1, 1404] = 468 × (x, y, z)
 in crop pixels. The export fixes the batch to 1 and ends in a Reshape whose constant target
-is ``[1, 1, 1, 1404]``; :func:`batchable` rewrites both in memory so faces run as a batch.
+is ``[1, 1, 1, 1404]``; ``infra.onnx_graph.batchable`` rewrites both in memory so faces run
+as a batch.
 
 Landmark indices follow MediaPipe's canonical face mesh (e.g. 1 nose tip, 61 and 291 mouth
 corners, 33/133 and 362/263 eye corners); index sets of the face regions are in
@@ -16,9 +17,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from infra.models import ModelStore
+from infra.onnx_graph import batchable
 from infra.ort import make_session
 
 #: Input side of the network, pixels.
@@ -34,31 +35,6 @@ DEFAULT_CROP_SCALE = 1.2
 #: (measured: [-1, 1] is 10 % worse, 0–255 fails).
 DEFAULT_MEAN = 0.0
 DEFAULT_STD = 255.0
-
-
-def batchable(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Copy of the FaceMesh graph that accepts any batch size.
-
-    The input and output batch axes become a symbolic ``N`` and the final Reshape target
-    ``[1, 1, 1, 1404]`` becomes ``[-1, 1, 1, 1404]`` (its input is ``[N, 1404, 1, 1]``, so
-    the element order is unchanged). A graph without the quirk is returned unchanged.
-    """
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    for value in list(model.graph.input) + list(model.graph.output):
-        shape = value.type.tensor_type.shape
-        if shape.dim and shape.dim[0].dim_value == 1:
-            shape.dim[0].dim_param = "N"
-    inits = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type != "Reshape" or node.input[1] not in inits:
-            continue
-        target = numpy_helper.to_array(inits[node.input[1]])
-        if target.ndim == 1 and len(target) > 1 and target[0] == 1 and (target > 0).all():
-            fixed = numpy_helper.from_array(
-                np.concatenate([[-1], target[1:]]).astype(target.dtype), node.input[1]
-            )
-            inits[node.input[1]].CopyFrom(fixed)
-    return model
 
 
 def crop_matrix(bbox: np.ndarray, scale: float, size: int = INPUT_SIZE) -> np.ndarray:

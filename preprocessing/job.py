@@ -343,6 +343,11 @@ def _write_manifest(decisions: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
     return df
 
 
+def _identity_counts(rows: pd.DataFrame) -> dict[str, int]:
+    """Kept faces per identity ("" for unlabelled), sorted by identity."""
+    return {k: int(v) for k, v in rows["identity"].fillna("").value_counts().sort_index().items()}
+
+
 def _dataset_card(
     cfg,
     store,
@@ -366,20 +371,14 @@ def _dataset_card(
             split=group["split"].iloc[0],
             num_samples=len(group),
             bytes=int(bytes_per.get(shard, 0)),
-            identities={
-                k: int(v)
-                for k, v in group["identity"].fillna("").value_counts().sort_index().items()
-            },
+            identities=_identity_counts(group),
         )
     splits = {}
     for split, group in kept.groupby("split"):
         splits[split] = SplitInfo(
             shards=sorted(rel(s) for s in group["shard"].unique()),
             num_samples=len(group),
-            identities={
-                k: int(v)
-                for k, v in group["identity"].fillna("").value_counts().sort_index().items()
-            },
+            identities=_identity_counts(group),
         )
     primary = cfg.annotate.crops[0]
     annotations = {

@@ -48,6 +48,11 @@ class SimSwapArch(_Section):
     discriminator: DiscriminatorArch = DiscriminatorArch(num_scales=2)
 
 
+#: Debug widths shared by AEI-Net and GHOST: 64 px, 8 → 64 channels, a 2-scale D.
+DEBUG_D = DiscriminatorArch(base_channels=16, max_channels=64, num_scales=2)
+DEBUG_AEI = AEIArch(image_size=64, base_channels=8, max_channels=64, discriminator=DEBUG_D)
+
+
 class AEINetWeights(_Section):
     """FaceShifter eq. 4.12 (thesis: λ_att = λ_rec = 10, λ_id = 5)."""
 
@@ -81,12 +86,7 @@ class SimSwapWeights(_Section):
 
 class AEINetSection(_Section):
     weights: AEINetWeights = AEINetWeights()
-    debug: AEIArch = AEIArch(
-        image_size=64,
-        base_channels=8,
-        max_channels=64,
-        discriminator=DiscriminatorArch(base_channels=16, max_channels=64, num_scales=2),
-    )
+    debug: AEIArch = DEBUG_AEI
     paper: AEIArch = AEIArch()
 
 
@@ -95,12 +95,7 @@ class GhostSection(_Section):
     landmark_model: str = Field("pfld_68", description="Registry name of the eye-landmark net.")
     heatmap_sigma: float = Field(1.5, gt=0, description="Eye heatmap Gaussian σ, heatmap px.")
     heatmap_size: int = Field(64, ge=8, description="Eye heatmap side, px.")
-    debug: AEIArch = AEIArch(
-        image_size=64,
-        base_channels=8,
-        max_channels=64,
-        discriminator=DiscriminatorArch(base_channels=16, max_channels=64, num_scales=2),
-    )
+    debug: AEIArch = DEBUG_AEI
     paper: AEIArch = AEIArch()
 
 
@@ -112,7 +107,7 @@ class SimSwapSection(_Section):
         max_channels=64,
         num_down=3,
         id_blocks=2,
-        discriminator=DiscriminatorArch(base_channels=16, max_channels=64, num_scales=2),
+        discriminator=DEBUG_D,
     )
     paper: SimSwapArch = SimSwapArch()
 

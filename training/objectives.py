@@ -73,13 +73,19 @@ class FaceShifterObjective:
     def __init__(self, id_encoder: nn.Module, weights: AEINetWeights):
         self.id_encoder, self.w = id_encoder, weights
 
-    def generator_loss(self, g_engine, d_module, b: PairBatch) -> tuple[PhaseResult, torch.Tensor]:
+    def _aei_terms(self, g_engine, d_module, b: PairBatch):
+        """Swap X_t with z_id(X_s); returns (swap, D logits of the swap, L_id, L_att)."""
         dtype = _dtype(g_engine.module)
         swap, att_t = g_engine(b.target.to(dtype), b.z_id.to(dtype))
         att_swap = g_engine.module.attributes(swap)
-        adv = hinge_g_loss([o.float() for o in logits(d_module(swap.to(_dtype(d_module))))])
+        fake = [o.float() for o in logits(d_module(swap.to(_dtype(d_module))))]
         idl = identity_loss(self.id_encoder(swap.float()), b.z_id.float())
         att = attribute_loss([a.float() for a in att_swap], [a.detach().float() for a in att_t])
+        return swap, fake, idl, att
+
+    def generator_loss(self, g_engine, d_module, b: PairBatch) -> tuple[PhaseResult, torch.Tensor]:
+        swap, fake, idl, att = self._aei_terms(g_engine, d_module, b)
+        adv = hinge_g_loss(fake)
         rec = reconstruction_loss(swap.float(), b.target.float(), b.same_image)
         total = self.w.adv * adv + self.w.id * idl + self.w.att * att + self.w.rec * rec
         stats = {
@@ -115,15 +121,8 @@ class GhostObjective(FaceShifterObjective):
         self.eye_net, self.size, self.sigma = eye_net, heatmap_size, heatmap_sigma
 
     def generator_loss(self, g_engine, d_module, b: PairBatch) -> tuple[PhaseResult, torch.Tensor]:
-        dtype = _dtype(g_engine.module)
-        swap, att_t = g_engine(b.target.to(dtype), b.z_id.to(dtype))
-        att_swap = g_engine.module.attributes(swap)
-        diff = ~b.same_identity
-        adv = hinge_g_real_loss(
-            [o.float() for o in logits(d_module(swap.to(_dtype(d_module))))], diff
-        )
-        idl = identity_loss(self.id_encoder(swap.float()), b.z_id.float())
-        att = attribute_loss([a.float() for a in att_swap], [a.detach().float() for a in att_t])
+        swap, fake, idl, att = self._aei_terms(g_engine, d_module, b)
+        adv = hinge_g_real_loss(fake, ~b.same_identity)
         rec = reconstruction_loss(swap.float(), b.target.float(), b.same_identity)
         eye = eye_heatmap_loss(
             self.eye_net(swap.float()), self.eye_net(b.target.float()), self.size, self.sigma

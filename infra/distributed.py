@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
+from pathlib import Path
 
 import torch.distributed as dist
 
@@ -22,19 +24,29 @@ def _free_port() -> int:
 def init_distributed() -> None:
     """Initialise DeepSpeed's process group (gloo on the CPU, NCCL on GPUs).
 
-    Under plain ``python`` the variables DeepSpeed needs are filled in for a single
-    process on 127.0.0.1 (without them it falls back to MPI and fails).
+    Under a launcher (``torchrun``, ``deepspeed``, a Ray Train worker) the launcher's
+    ``RANK``/``MASTER_ADDR``/``MASTER_PORT`` rendezvous is used as is. Under plain
+    ``python`` the process becomes a world of one that rendezvous through a file store in
+    a fresh temporary directory: no TCP port is bound, so concurrent jobs (or a port
+    taken between choosing and binding it) cannot collide. The ``MASTER_*`` variables are
+    still filled in because DeepSpeed falls back to MPI discovery without them.
     """
     import deepspeed
 
     if dist.is_available() and dist.is_initialized():
         return
-    os.environ.setdefault("RANK", "0")
-    os.environ.setdefault("LOCAL_RANK", "0")
-    os.environ.setdefault("WORLD_SIZE", "1")
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    deepspeed.init_distributed(verbose=False)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        deepspeed.init_distributed(verbose=False)
+        return
+    os.environ.update(
+        RANK="0",
+        LOCAL_RANK="0",
+        WORLD_SIZE="1",
+        MASTER_ADDR=os.environ.get("MASTER_ADDR", "127.0.0.1"),
+        MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())),
+    )
+    store = Path(tempfile.mkdtemp(prefix="fsp-dist-")) / "store"
+    deepspeed.init_distributed(verbose=False, init_method=store.as_uri(), rank=0, world_size=1)
 
 
 def rank() -> int:

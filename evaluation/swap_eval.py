@@ -52,7 +52,9 @@ def swap_pairs(model, faces, pairs: pd.DataFrame, size: int, batch_size: int) ->
     crops = resize(np.stack([f.crop for f in faces]), size)
     images = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1
     z = torch.from_numpy(np.stack([f.embedding for f in faces])).float()
-    t, s = pairs["target"].to_numpy(), pairs["source"].to_numpy()
+    # Index tensors, not pandas' read-only arrays (torch warns on non-writable memory).
+    t = torch.as_tensor(pairs["target"].to_numpy(copy=True))
+    s = torch.as_tensor(pairs["source"].to_numpy(copy=True))
     out = []
     for i in range(0, len(pairs), batch_size):
         swap, _ = model(images[t[i : i + batch_size]], z[s[i : i + batch_size]])

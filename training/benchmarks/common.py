@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -33,6 +34,20 @@ class BareEngine:
     def step(self) -> None:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+
+
+MODELS = ("aei_net", "ghost", "simswap")
+
+
+def single_model_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every single-model benchmark takes: --params, --model, --set."""
+    ap = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--model", default="aei_net", choices=MODELS)
+    ap.add_argument("--set", action="append", default=[], help="train.* override")
+    return ap
 
 
 def setup(params: Path, model: str, overrides: list[str] | None = None):

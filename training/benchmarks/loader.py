@@ -9,24 +9,25 @@ training step consumes (DeepSpeed engines, the configured model), and prints the
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 from infra import distributed as dist
-from training.benchmarks.common import build_pair, loader_for, objective_for, setup, time_steps
+from training.benchmarks.common import (
+    build_pair,
+    loader_for,
+    objective_for,
+    setup,
+    single_model_parser,
+    time_steps,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--model", default="aei_net", choices=["aei_net", "ghost", "simswap"])
+    ap = single_model_parser(__doc__)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--batches", type=int, default=200)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--set", action="append", default=[], help="train.* override")
     args = ap.parse_args(argv)
 
     dist.init_distributed()

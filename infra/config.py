@@ -13,11 +13,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from infra.paths import PathsConfig, ProjectPaths
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+class StrictConfig(BaseModel):
+    """Base of every typed config section: unknown keys are errors (a typo in
+    ``params.yaml`` or a ``--set`` override fails instead of being ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class ConfigError(ValueError):

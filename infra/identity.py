@@ -1,8 +1,8 @@
-"""Identity embedders built from one registered recognition ONNX (ArcFace family).
+"""Identity encoders built from one registered recognition ONNX (ArcFace family).
 
 Two views of the same weights:
 
-* :class:`IdentityEmbedder` — onnxruntime through ``insightface.model_zoo.ArcFaceONNX``;
+* :class:`IdentityEncoder` — onnxruntime through ``insightface.model_zoo.ArcFaceONNX``;
   used by preprocessing (precomputed embeddings) and evaluation.
 * :class:`TorchIdentityEncoder` — the same ONNX converted with ``onnx2torch``, frozen and
   differentiable; used by the identity loss (FaceShifter eq. 4.9, SimSwap eq. 3).
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 
+from infra.dataset_format import DatasetCard
 from infra.frozen import FrozenOnnxModule
 from infra.models import ModelStore
 from infra.onnx_graph import batchable
@@ -33,7 +34,7 @@ def embedding_dim(model: onnx.ModelProto) -> int:
     return int(dims[-1].dim_value)
 
 
-class IdentityEmbedder:
+class IdentityEncoder:
     """onnxruntime identity embedder (insightface ``ArcFaceONNX``), batched.
 
     Parameters
@@ -94,3 +95,24 @@ class TorchIdentityEncoder(FrozenOnnxModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.net(self.prepare(x))
         return F.normalize(feats.reshape(x.shape[0], -1).float(), dim=1)
+
+
+def identity_encoder_for_dataset(card: DatasetCard, store: ModelStore) -> TorchIdentityEncoder:
+    """The differentiable twin of the ONNX that computed the dataset's embeddings.
+
+    Raises ValueError when the registry's checksum or the model's dimension disagree with
+    the dataset card (the identity loss would compare incompatible embeddings), and
+    :class:`infra.models.ModelError` when the file is missing or altered.
+    """
+    spec = store.spec(card.embedding.name)
+    if spec.sha256 != card.embedding.sha256:
+        raise ValueError(
+            f"dataset embeddings were made by {card.embedding.name} "
+            f"sha256 {card.embedding.sha256}, registry has {spec.sha256}: re-run prepare"
+        )
+    encoder = TorchIdentityEncoder(store, card.embedding.name)
+    if encoder.dim != card.embedding.dim:
+        raise ValueError(
+            f"identity model gives {encoder.dim}-d, dataset has {card.embedding.dim}-d"
+        )
+    return encoder

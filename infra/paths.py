@@ -12,6 +12,7 @@ setting             environment variable          default (relative to params.ya
 ``models_dir``      ``FSP_MODELS_DIR``            ``../shared/models``
 ``output_dir``      ``FSP_OUTPUT_DIR``            ``outputs``
 ``tracking_uri``    ``MLFLOW_TRACKING_URI``       ``sqlite:///<output_dir>/mlflow/mlflow.db``
+``experiment``      ``MLFLOW_EXPERIMENT_NAME``    ``faceswap``
 ==================  ============================  ====================================
 """
 
@@ -27,6 +28,7 @@ ENV_DATA_ROOT = "FSP_DATA_ROOT"
 ENV_MODELS_DIR = "FSP_MODELS_DIR"
 ENV_OUTPUT_DIR = "FSP_OUTPUT_DIR"
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+ENV_EXPERIMENT = "MLFLOW_EXPERIMENT_NAME"
 
 
 class PathsConfig(BaseModel):
@@ -43,6 +45,9 @@ class PathsConfig(BaseModel):
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; null = SQLite file under output_dir/mlflow."
     )
+    experiment: str = Field(
+        "faceswap", description="MLflow experiment every stage logs its run to."
+    )
 
 
 @dataclass(frozen=True)
@@ -55,12 +60,15 @@ class ProjectPaths:
         Absolute directories (not required to exist until used).
     tracking_uri : str
         MLflow tracking URI (``sqlite:///abs/path.db`` by default).
+    experiment : str
+        MLflow experiment every stage logs to (``MLFLOW_EXPERIMENT_NAME`` overrides).
     """
 
     data_root: Path
     models_dir: Path
     output_dir: Path
     tracking_uri: str
+    experiment: str = "faceswap"
 
     @classmethod
     def resolve(cls, cfg: PathsConfig | None = None, base: Path | None = None) -> ProjectPaths:
@@ -82,6 +90,7 @@ class ProjectPaths:
             models_dir=pick(ENV_MODELS_DIR, cfg.models_dir),
             output_dir=output_dir,
             tracking_uri=tracking,
+            experiment=os.environ.get(ENV_EXPERIMENT) or cfg.experiment,
         )
 
     def stage_dir(self, stage: str) -> Path:

@@ -50,11 +50,10 @@ class CsvSink:
 
 
 class MlflowSink:
-    """One MLflow run; resumes ``run_id`` when given (evaluation adds to the training run)."""
+    """One MLflow run in ``paths.experiment`` of ``paths.tracking_uri``; resumes ``run_id``
+    when given (evaluation adds to the training run)."""
 
-    def __init__(
-        self, paths: ProjectPaths, experiment: str, run_name: str, run_id: str | None = None
-    ):
+    def __init__(self, paths: ProjectPaths, run_name: str, run_id: str | None = None):
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         import mlflow
 
@@ -67,6 +66,7 @@ class MlflowSink:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = before
+        experiment = paths.experiment
         exp = mlflow.get_experiment_by_name(experiment)
         if exp is None:
             location = None

@@ -15,61 +15,38 @@ runs no identity network.
 
 from __future__ import annotations
 
-import io
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
-import numpy as np
 import torch
-import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
+from infra.dataset_format import decode_embedding, decode_files, read_shard
+from infra.geometry import uint8_to_unit
 from training.config import DataConfig
+from training.swappers.base import DataRecipeConfig
 
 
 def decode_sample(sample: dict, image_size: int) -> dict:
-    """Raw WebDataset sample → tensors.
+    """Raw WebDataset sample → training tensors (files as :mod:`infra.dataset_format`).
 
     Returns ``{"image": (3, S, S) float32 in [-1, 1] RGB, "embedding": (D,) float32,
     "identity": str ("" when unknown), "key": str}``. Raises ValueError/KeyError on a bad
     sample (the pipeline skips and counts it).
     """
-    bgr = cv2.imdecode(np.frombuffer(sample["jpg"], dtype=np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"sample {sample.get('__key__')}: undecodable jpg")
-    if bgr.shape[0] != image_size or bgr.shape[1] != image_size:
-        bgr = cv2.resize(bgr, (image_size, image_size), interpolation=cv2.INTER_AREA)
-    image = (
-        torch.from_numpy(np.ascontiguousarray(bgr[..., ::-1])).permute(2, 0, 1).float() / 127.5 - 1
-    )
-    embedding = torch.from_numpy(np.load(io.BytesIO(sample["id.npy"]), allow_pickle=False)).float()
-    if embedding.ndim != 1 or not torch.isfinite(embedding).all():
-        raise ValueError(f"sample {sample.get('__key__')}: bad embedding {tuple(embedding.shape)}")
-    meta = json.loads(sample["json"])
+    files = decode_files(sample, ("jpg", "json"))
+    rgb = files["jpg"]
+    if rgb.shape[0] != image_size or rgb.shape[1] != image_size:
+        rgb = cv2.resize(rgb, (image_size, image_size), interpolation=cv2.INTER_AREA)
+    embedding = decode_embedding(sample["id.npy"], files["__key__"])
     return {
-        "image": image,
-        "embedding": embedding,
-        "identity": meta.get("identity") or "",
+        "image": uint8_to_unit(rgb),
+        "embedding": torch.from_numpy(embedding),
+        "identity": files["json"].get("identity") or "",
         "key": sample["__key__"],
     }
-
-
-def read_shard(url: str, handler=wds.reraise_exception) -> Iterator[dict]:
-    """All raw samples of one shard, in order, whatever the process or worker (the caller
-    splits shards itself; webdataset's node and worker splitters are off)."""
-    return iter(
-        wds.WebDataset(
-            url,
-            shardshuffle=False,
-            nodesplitter=None,
-            workersplitter=None,
-            handler=handler,
-            empty_check=False,
-        )
-    )
 
 
 def split_shards(shards: list[str], rank: int, world: int, worker: int, workers: int) -> list[str]:
@@ -124,8 +101,8 @@ class PairSampler:
     to the same image when the buffer holds no other); unknown identities never match.
     """
 
-    def __init__(self, cfg: DataConfig, batch_size: int, rng: random.Random):
-        self.cfg, self.batch_size, self.rng = cfg, batch_size, rng
+    def __init__(self, recipe: DataRecipeConfig, batch_size: int, rng: random.Random):
+        self.cfg, self.batch_size, self.rng = recipe, batch_size, rng
         self.buffer: list[dict] = []
         self.n_batches = 0
 
@@ -215,7 +192,8 @@ class ShardPairStream(IterableDataset):
     Parameters
     ----------
     shards : training shard paths (``DatasetCard.shard_paths(folder, "train")``).
-    cfg : data settings; batch_size : pairs per batch; image_size : output side (px);
+    cfg : streaming settings; recipe : the swapper's pairing recipe;
+    batch_size : pairs per batch; image_size : output side (px);
     seed, rank, world : seeding and node split. Call :meth:`set_epoch` before iterating.
     """
 
@@ -223,6 +201,7 @@ class ShardPairStream(IterableDataset):
         self,
         shards: list[str],
         cfg: DataConfig,
+        recipe: DataRecipeConfig,
         batch_size: int,
         image_size: int,
         seed: int,
@@ -231,7 +210,7 @@ class ShardPairStream(IterableDataset):
     ):
         if len(shards) < world:
             raise ValueError(f"{len(shards)} shards for {world} processes")
-        self.shards, self.cfg, self.batch_size = list(shards), cfg, batch_size
+        self.shards, self.cfg, self.recipe, self.batch_size = list(shards), cfg, recipe, batch_size
         self.image_size, self.seed, self.rank, self.world = image_size, seed, rank, world
         self.epoch = 0
 
@@ -266,7 +245,7 @@ class ShardPairStream(IterableDataset):
         mine = split_shards(self.shards, self.rank, self.world, worker, workers)
         rng = random.Random(hash((self.seed, self.epoch, self.rank, worker)) & 0xFFFFFFFF)
         skipped = [0]
-        sampler = PairSampler(self.cfg, self.batch_size, rng)
+        sampler = PairSampler(self.recipe, self.batch_size, rng)
         samples = self._samples(mine, rng, skipped)
         while True:
             while len(sampler.buffer) < max(self.cfg.buffer, self.batch_size + 1):

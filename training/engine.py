@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.config import EngineSection
+from training.config import EngineConfig
 
 
-def deepspeed_config(section: EngineSection, micro_batch: int) -> dict:
+def deepspeed_config(section: EngineConfig, micro_batch: int) -> dict:
     """A fresh DeepSpeed config dict for one engine."""
     cfg: dict = {
         "train_micro_batch_size_per_gpu": micro_batch,
@@ -33,7 +33,7 @@ def deepspeed_config(section: EngineSection, micro_batch: int) -> dict:
     return cfg
 
 
-def build_engine(module: nn.Module, section: EngineSection, micro_batch: int):
+def build_engine(module: nn.Module, section: EngineConfig, micro_batch: int):
     """Wrap ``module`` with Adam in a DeepSpeed engine; returns the engine."""
     import deepspeed
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 
 from infra.config import load_stage
+from infra.dataset_format import DatasetCard
 from infra.models import ModelStore
-from preprocessing.dataset_card import DatasetCard
 from training.config import TrainConfig
 from training.data import EpochLoader, ShardPairStream
-from training.loop import _step_phases
-from training.swappers import build_discriminator, build_generator, build_objective
+from training.registry import SWAPPERS, build_discriminator, build_generator, build_objective
+from training.train import run_phases
 
 
 class BareEngine:
@@ -36,7 +36,7 @@ class BareEngine:
         self.opt.zero_grad(set_to_none=True)
 
 
-MODELS = ("aei_net", "ghost", "simswap")
+MODELS = tuple(SWAPPERS)
 
 
 def single_model_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -63,6 +63,7 @@ def loader_for(cfg: TrainConfig, card: DatasetCard, data_dir: Path, workers: int
     stream = ShardPairStream(
         card.shard_paths(data_dir, "train"),
         cfg.data,
+        cfg.recipe,
         cfg.batch_size,
         cfg.arch.image_size,
         seed=cfg.seed,
@@ -91,7 +92,7 @@ def time_steps(objective, g, d, batches: list, d_reg_every: int) -> float:
     """Seconds per step over ``batches`` (already loaded, so no data time is counted)."""
     t0 = time.perf_counter()
     for i, b in enumerate(batches, start=1):
-        _step_phases(objective, g, d, b, i, d_reg_every)
+        run_phases(objective, g, d, b, i, d_reg_every)
     return (time.perf_counter() - t0) / len(batches)
 
 

@@ -2,7 +2,7 @@
 
     python -m training.benchmarks.deepspeed_overhead [--model aei_net] [--steps 30] [--reps 3]
 
-Both loops run the same phases (``training.loop._step_phases``) on the same pre-loaded
+Both loops run the same phases (``training.train.run_phases``) on the same pre-loaded
 batches from identical initial weights; repetitions alternate bare/DeepSpeed so machine
 drift hits both. Prints seconds per step and the overhead (target ≤ 10 %).
 """

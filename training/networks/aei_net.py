@@ -8,51 +8,43 @@
 * :class:`AEINet` — attribute encoder + AAD generator (the trainable "generator").
 
 Widths scale with ``base_channels``/``max_channels`` and depth with ``image_size``; the
-paper's 256-px network is ``AEINetConfig(image_size=256, base_channels=32,
-max_channels=1024)`` (encoder 32…1024 channels, 8 attribute levels).
+paper's 256-px network is ``AEINetConfig()`` (256 px, encoder 32…1024 channels, 8 attribute
+levels). The identity size D comes from the dataset card, not the config.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 
+from infra.config import StrictConfig
 
-@dataclass(frozen=True)
-class AEINetConfig:
-    """Architecture of :class:`AEINet`.
 
-    Attributes
-    ----------
-    image_size : side of input/output images in pixels, a power of two ≥ 16.
-    id_dim : identity embedding size D (from the dataset card / identity model).
-    base_channels : channels of the first encoder level (paper: 32).
-    max_channels : cap on channels per level (paper: 1024).
-    aad_units : AAD → ReLU → 3×3 conv units per AAD ResBlk (FaceShifter: 2; GHOST makes it
-        a setting, its release uses 2).
-    """
+class AEINetConfig(StrictConfig):
+    """Architecture of :class:`AEINet` (FaceShifter paper: 256 px, 32 → 1024 channels)."""
 
-    image_size: int = 256
-    id_dim: int = 512
-    base_channels: int = 32
-    max_channels: int = 1024
-    aad_units: int = 2
+    image_size: int = Field(256, description="Input/output side, px; a power of two ≥ 16.")
+    base_channels: int = Field(32, ge=1, description="Channels of the first encoder level.")
+    max_channels: int = Field(1024, ge=1, description="Cap on channels per level.")
+    aad_units: int = Field(
+        2,
+        ge=1,
+        description="AAD → ReLU → 3×3 conv units per AAD ResBlk (FaceShifter 2; GHOST's setting, "
+        "its release uses 2).",
+    )
 
-    def __post_init__(self) -> None:
-        n = math.log2(self.image_size)
+    @model_validator(mode="after")
+    def _check(self) -> AEINetConfig:
+        n = math.log2(self.image_size) if self.image_size > 0 else 0.5
         if self.image_size < 16 or n != int(n):
             raise ValueError(f"image_size must be a power of two >= 16, got {self.image_size}")
-        if (
-            self.id_dim < 1
-            or self.base_channels < 1
-            or self.aad_units < 1
-            or self.max_channels < self.base_channels
-        ):
-            raise ValueError(f"invalid widths in {self}")
+        if self.max_channels < self.base_channels:
+            raise ValueError(f"max_channels {self.max_channels} < base_channels")
+        return self
 
     @property
     def num_down(self) -> int:
@@ -187,15 +179,15 @@ class AADGenerator(nn.Module):
     Shapes: z_att list as from :class:`AttributeEncoder`, z_id (B, D) → (B, 3, S, S).
     """
 
-    def __init__(self, cfg: AEINetConfig):
+    def __init__(self, cfg: AEINetConfig, id_dim: int):
         super().__init__()
         att = cfg.attribute_channels
         top = cfg.encoder_channels[-1]
-        self.stem = nn.ConvTranspose2d(cfg.id_dim, top, kernel_size=2)
+        self.stem = nn.ConvTranspose2d(id_dim, top, kernel_size=2)
         outs = [min(a, top) for a in att[:-1]] + [3]
         ins = [top, *outs[:-1]]
         self.blocks = nn.ModuleList(
-            AADResBlk(cin, cout, a, cfg.id_dim, cfg.aad_units)
+            AADResBlk(cin, cout, a, id_dim, cfg.aad_units)
             for cin, cout, a in zip(ins, outs, att, strict=True)
         )
 
@@ -214,20 +206,23 @@ class AEINet(nn.Module):
     """Adaptive Embedding Integration Network: the trainable part of FaceShifter.
 
     ``forward(target, z_id)``: target (B, 3, S, S) in [-1, 1], z_id (B, D) L2-normalised
-    source identity → (swapped (B, 3, S, S) in [-1, 1], z_att(target) list).
+    source identity (D = ``id_dim``, the dataset's embedding size) → (swapped (B, 3, S, S)
+    in [-1, 1], z_att(target) list). ValueError on other shapes.
     """
 
-    def __init__(self, cfg: AEINetConfig):
+    def __init__(self, cfg: AEINetConfig, id_dim: int):
         super().__init__()
-        self.cfg = cfg
+        if id_dim < 1:
+            raise ValueError(f"id_dim must be >= 1, got {id_dim}")
+        self.cfg, self.id_dim = cfg, id_dim
         self.encoder = AttributeEncoder(cfg)
-        self.generator = AADGenerator(cfg)
+        self.generator = AADGenerator(cfg, id_dim)
 
     def forward(
         self, target: torch.Tensor, z_id: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        if z_id.ndim != 2 or z_id.shape[1] != self.cfg.id_dim:
-            raise ValueError(f"expected z_id (B, {self.cfg.id_dim}), got {tuple(z_id.shape)}")
+        if z_id.ndim != 2 or z_id.shape[1] != self.id_dim:
+            raise ValueError(f"expected z_id (B, {self.id_dim}), got {tuple(z_id.shape)}")
         z_att = self.encoder(target)
         return self.generator(z_att, z_id), z_att
 

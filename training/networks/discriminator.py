@@ -3,33 +3,21 @@ FaceShifter (thesis §4.2.5) and SimSwap (two of them)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
+from infra.config import StrictConfig
 
-@dataclass(frozen=True)
-class DiscriminatorConfig:
-    """Architecture of :class:`MultiscaleDiscriminator`.
 
-    Attributes
-    ----------
-    base_channels : channels of the first conv (pix2pixHD: 64).
-    max_channels : cap on channels per layer (pix2pixHD: 512).
-    num_layers : stride-2 convs per scale (pix2pixHD: 3).
-    num_scales : image scales, each half the previous (pix2pixHD: 3).
-    """
+class DiscriminatorConfig(StrictConfig):
+    """Architecture of :class:`MultiscaleDiscriminator` (pix2pixHD: 64 / 512 / 3 / 3)."""
 
-    base_channels: int = 64
-    max_channels: int = 512
-    num_layers: int = 3
-    num_scales: int = 3
-
-    def __post_init__(self) -> None:
-        if min(self.base_channels, self.num_layers, self.num_scales) < 1:
-            raise ValueError(f"invalid discriminator config {self}")
+    base_channels: int = Field(64, ge=1, description="Channels of the first conv.")
+    max_channels: int = Field(512, ge=1, description="Cap on channels per layer.")
+    num_layers: int = Field(3, ge=1, description="Stride-2 convs per scale.")
+    num_scales: int = Field(3, ge=1, description="Image scales, each half the previous.")
 
 
 class PatchDiscriminator(nn.Module):

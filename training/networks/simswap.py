@@ -3,46 +3,39 @@
 Encoder (7×7 stem + stride-2 convs) → ID-injection module: ``id_blocks`` ID blocks, residual
 blocks whose two instance-normalised 3×3 convs are modulated by AdaIN with scale and bias
 predicted from the source identity vector → decoder (×2 bilinear upsampling + 3×3 conv) →
-7×7 conv → tanh. The paper's 224-px network is ``SimSwapConfig(image_size=224,
-base_channels=64, max_channels=512, num_down=3, id_blocks=9)``. Unlike the release, the
-output passes through tanh so every swapper in this project produces images in [-1, 1].
+7×7 conv → tanh. The paper's network is ``SimSwapGeneratorConfig(image_size=224)`` (64 → 512
+channels, 3 downsamplings, 9 ID blocks); this project's default is 256 px, its own choice,
+so the crop keeps the ArcFace template at twice the recogniser's 112 px. Unlike the release,
+the output passes through tanh so every swapper in this project produces images in [-1, 1].
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 
+from infra.config import StrictConfig
 
-@dataclass(frozen=True)
-class SimSwapConfig:
-    """Architecture of :class:`SimSwapGenerator`.
 
-    Attributes
-    ----------
-    image_size : input/output side, px, divisible by 2^num_down.
-    id_dim : identity embedding size D.
-    base_channels : channels after the stem (paper: 64).
-    max_channels : channel cap, the bottleneck width (paper: 512).
-    num_down : stride-2 downsamplings (paper: 3 at 224 px, 4 at 512 px).
-    id_blocks : ID blocks in the injection module (paper: 9).
-    """
+class SimSwapGeneratorConfig(StrictConfig):
+    """Architecture of :class:`SimSwapGenerator` (paper: 224 px, 64 → 512 channels,
+    3 downsamplings, 9 ID blocks; SimSwap-512: 4 downsamplings)."""
 
-    image_size: int = 224
-    id_dim: int = 512
-    base_channels: int = 64
-    max_channels: int = 512
-    num_down: int = 3
-    id_blocks: int = 9
+    image_size: int = Field(
+        256, description="Input/output side, px, divisible by 2^num_down (paper 224; see module)."
+    )
+    base_channels: int = Field(64, ge=1, description="Channels after the 7×7 stem.")
+    max_channels: int = Field(512, ge=1, description="Channel cap, the ID-injection width.")
+    num_down: int = Field(3, ge=1, description="Stride-2 downsamplings.")
+    id_blocks: int = Field(9, ge=1, description="ID blocks (AdaIN residual blocks).")
 
-    def __post_init__(self) -> None:
-        if self.image_size % (2**self.num_down):
+    @model_validator(mode="after")
+    def _check(self) -> SimSwapGeneratorConfig:
+        if self.image_size < 1 or self.image_size % (2**self.num_down):
             raise ValueError(f"image_size {self.image_size} not divisible by 2^{self.num_down}")
-        if min(self.id_dim, self.base_channels, self.num_down, self.id_blocks) < 1:
-            raise ValueError(f"invalid SimSwap config {self}")
+        return self
 
     @property
     def channels(self) -> list[int]:
@@ -88,12 +81,14 @@ def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class SimSwapGenerator(nn.Module):
-    """``forward(target, z_id)``: target (B, 3, S, S) in [-1, 1], z_id (B, D) →
-    (swapped (B, 3, S, S) in [-1, 1], None)."""
+    """``forward(target, z_id)``: target (B, 3, S, S) in [-1, 1], z_id (B, D) with
+    D = ``id_dim`` → (swapped (B, 3, S, S) in [-1, 1], None). ValueError on other shapes."""
 
-    def __init__(self, cfg: SimSwapConfig):
+    def __init__(self, cfg: SimSwapGeneratorConfig, id_dim: int):
         super().__init__()
-        self.cfg = cfg
+        if id_dim < 1:
+            raise ValueError(f"id_dim must be >= 1, got {id_dim}")
+        self.cfg, self.id_dim = cfg, id_dim
         c = cfg.channels
         self.stem = nn.Sequential(
             nn.Conv2d(3, c[0], 7, padding=3, padding_mode="reflect"),
@@ -101,7 +96,7 @@ class SimSwapGenerator(nn.Module):
             nn.ReLU(True),
         )
         self.down = nn.Sequential(*[_conv_bn_relu(c[i], c[i + 1], 2) for i in range(cfg.num_down)])
-        self.id_blocks = nn.ModuleList(IDBlock(c[-1], cfg.id_dim) for _ in range(cfg.id_blocks))
+        self.id_blocks = nn.ModuleList(IDBlock(c[-1], id_dim) for _ in range(cfg.id_blocks))
         self.up = nn.Sequential(
             *[
                 nn.Sequential(
@@ -114,7 +109,7 @@ class SimSwapGenerator(nn.Module):
         self.head = nn.Conv2d(c[0], 3, 7, padding=3, padding_mode="reflect")
 
     def forward(self, target: torch.Tensor, z_id: torch.Tensor) -> tuple[torch.Tensor, None]:
-        S, D = self.cfg.image_size, self.cfg.id_dim
+        S, D = self.cfg.image_size, self.id_dim
         if target.shape[1:] != (3, S, S) or z_id.ndim != 2 or z_id.shape[1] != D:
             raise ValueError(
                 f"expected (B, 3, {S}, {S}) and (B, {D}), got "

@@ -10,6 +10,7 @@ import torch
 import webdataset as wds
 
 from training.config import DataConfig
+from training.swappers.base import DataRecipeConfig
 from training.data import EpochLoader, PairSampler, ShardPairStream, split_shards
 
 
@@ -57,7 +58,7 @@ def _buffer(n_ids=6, per_id=4):
 
 
 def test_mixed_pairs_follow_same_ratio_and_flags():
-    cfg = DataConfig(pairing="mixed", same_ratio=0.3, intra="same_image")
+    cfg = DataRecipeConfig(pairing="mixed", same_ratio=0.3, intra="same_image")
     sampler = PairSampler(cfg, batch_size=8, rng=random.Random(0))
     same, total = 0, 0
     for _ in range(300):
@@ -71,7 +72,7 @@ def test_mixed_pairs_follow_same_ratio_and_flags():
 
 
 def test_alternating_intra_and_inter_batches_with_identity_grouping():
-    cfg = DataConfig(pairing="alternate", intra="same_identity")
+    cfg = DataRecipeConfig(pairing="alternate", intra="same_identity")
     sampler = PairSampler(cfg, batch_size=6, rng=random.Random(1))
     kinds = []
     for _ in range(6):
@@ -92,7 +93,9 @@ def test_bad_samples_are_skipped_and_counted(tmp_path):
     bad = [_sample(100 + i, "p0", good=False) for i in range(3)]
     shard = _write_shard(tmp_path / "s.tar", good[:6] + bad + good[6:])
     cfg = DataConfig(buffer=8, interleave=1, steps_per_epoch=50, num_workers=0)
-    stream = ShardPairStream([shard], cfg, batch_size=4, image_size=8, seed=0)
+    stream = ShardPairStream(
+        [shard], cfg, DataRecipeConfig(), batch_size=4, image_size=8, seed=0
+    )
     loader = EpochLoader(stream, num_workers=0, steps_per_epoch=50)
     for _ in range(20):
         b = next(loader)

@@ -61,6 +61,6 @@ def test_tracking_does_not_leak_the_store_into_the_environment(tmp_path, monkeyp
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     paths = ProjectPaths.resolve(PathsConfig(output_dir=str(tmp_path / "a")))
-    MlflowSink(paths, "leak-check", "run").close()
+    MlflowSink(paths, "leak-check").close()
     other = ProjectPaths.resolve(PathsConfig(output_dir=str(tmp_path / "b")))
     assert other.tracking_uri.endswith(str(tmp_path / "b" / "mlflow" / "mlflow.db"))

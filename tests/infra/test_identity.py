@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from infra.identity import IdentityEmbedder, TorchIdentityEncoder
+from infra.identity import IdentityEncoder, TorchIdentityEncoder
 from infra.models import ModelStore
 from preprocessing.align import align_face
 from preprocessing.config import DetectionConfig
@@ -31,7 +31,7 @@ def aligned(models_dir):
 
 def test_onnx_and_torch_embedders_agree(aligned):
     store, crops = aligned
-    onnx_emb = IdentityEmbedder(store, "mobilefacenet_128d")
+    onnx_emb = IdentityEncoder(store, "mobilefacenet_128d")
     torch_enc = TorchIdentityEncoder(store, "mobilefacenet_128d")
     assert onnx_emb.dim == torch_enc.dim == 128  # read from the model
     a = onnx_emb.embed(crops)

@@ -15,14 +15,14 @@ from training.networks.discriminator import DiscriminatorConfig, MultiscaleDiscr
 
 
 def test_paper_config_matches_faceshifter_channels():
-    cfg = AEINetConfig(image_size=256, id_dim=512, base_channels=32, max_channels=1024)
+    cfg = AEINetConfig(image_size=256, base_channels=32, max_channels=1024)
     assert cfg.encoder_channels == [32, 64, 128, 256, 512, 1024, 1024]
     assert cfg.attribute_channels == [1024, 2048, 1024, 512, 256, 128, 64, 64]
 
 
 def test_aei_net_shapes():
-    cfg = AEINetConfig(image_size=32, id_dim=16, base_channels=4, max_channels=16)
-    net = AEINet(cfg)
+    cfg = AEINetConfig(image_size=32, base_channels=4, max_channels=16)
+    net = AEINet(cfg, id_dim=16)
     y, z_att = net(torch.randn(3, 3, 32, 32), torch.randn(3, 16))
     assert y.shape == (3, 3, 32, 32) and y.abs().max() <= 1
     assert [t.shape[-1] for t in z_att] == [2, 4, 8, 16, 32]
@@ -76,7 +76,7 @@ def test_losses_known_values():
 
 def test_aad_units_and_simswap_shapes():
     from training.networks.aei_net import AADResBlk
-    from training.networks.simswap import SimSwapConfig, SimSwapGenerator
+    from training.networks.simswap import SimSwapGeneratorConfig, SimSwapGenerator
 
     blk = AADResBlk(8, 4, att_channels=3, id_dim=5, units=3)
     assert len(blk.aad) == 3 and blk.conv[-1].out_channels == 4
@@ -87,14 +87,15 @@ def test_aad_units_and_simswap_shapes():
         6,
     )
     g = SimSwapGenerator(
-        SimSwapConfig(
-            image_size=32, id_dim=6, base_channels=4, max_channels=16, num_down=3, id_blocks=2
-        )
+        SimSwapGeneratorConfig(
+            image_size=32, base_channels=4, max_channels=16, num_down=3, id_blocks=2
+        ),
+        id_dim=6,
     )
     y, extra = g(torch.randn(2, 3, 32, 32), torch.randn(2, 6))
     assert y.shape == (2, 3, 32, 32) and extra is None and y.abs().max() <= 1
     with pytest.raises(ValueError):
-        SimSwapConfig(image_size=36, num_down=3)
+        SimSwapGeneratorConfig(image_size=36, num_down=3)
     # identity changes the output through AdaIN
     z = torch.randn(1, 6)
     g.eval()

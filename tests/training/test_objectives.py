@@ -1,0 +1,140 @@
+"""Each registered swapper's objective on 2 samples: its statistics keys, finite losses,
+gradients only where each phase should put them, and the recipe checks of its section."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from training.config import TrainConfig
+from training.data import PairBatch
+from training.registry import SWAPPERS, build_discriminator, build_generator
+from training.swappers.base import Objective
+from training.swappers.ghost import GhostObjective
+
+ID_DIM = 8
+TINY_D = {"base_channels": 4, "max_channels": 8, "num_layers": 2, "num_scales": 2}
+TINY = {
+    "aei_net": {"image_size": 32, "base_channels": 4, "max_channels": 8, "discriminator": TINY_D},
+    "ghost": {"image_size": 32, "base_channels": 4, "max_channels": 8, "discriminator": TINY_D},
+    "simswap": {
+        "image_size": 32,
+        "base_channels": 4,
+        "max_channels": 8,
+        "num_down": 2,
+        "id_blocks": 1,
+        "discriminator": TINY_D,
+    },
+}
+
+
+class TinyIdentity(nn.Module):
+    """A frozen stand-in identity encoder: (B, 3, S, S) → (B, ID_DIM) L2-normalised."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(3 * 4 * 4, ID_DIM).requires_grad_(False)
+
+    def forward(self, x):
+        x = nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+        return nn.functional.normalize(self.proj(x), dim=1)
+
+
+class TinyEyes(nn.Module):
+    """Stand-in eye landmarks: (B, 3, S, S) → (B, 12, 2) in [0, 1], differentiable."""
+
+    def forward(self, x):
+        return torch.sigmoid(nn.functional.adaptive_avg_pool2d(x, (4, 6)).mean(1)).reshape(
+            x.shape[0], 12, 2
+        )
+
+
+class Engine:
+    """The slice of a DeepSpeed engine the objectives use: call, ``module``."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __call__(self, *args):
+        return self.module(*args)
+
+
+def _objective(name: str, cfg: TrainConfig) -> Objective:
+    row = SWAPPERS[name]
+    if row.objective is GhostObjective:
+        s = cfg.section
+        return GhostObjective(TinyIdentity(), TinyEyes(), s.weights, s.heatmap_size, 1.5)
+    return row.objective(TinyIdentity(), cfg.section.weights)
+
+
+def _batch(size: int) -> PairBatch:
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, size, size, generator=g) * 2 - 1
+    z = nn.functional.normalize(torch.randn(2, ID_DIM, generator=g), dim=1)
+    same_image = torch.tensor([True, False])
+    return PairBatch(target, target.flip(0), z, same_image, same_image.clone(), "mixed")
+
+
+@pytest.mark.parametrize("name", list(SWAPPERS))
+def test_objective_phases_on_two_samples(name):
+    cfg = TrainConfig.model_validate({"model": name, name: {"debug": TINY[name]}})
+    torch.manual_seed(0)
+    G, D = build_generator(cfg, ID_DIM), build_discriminator(cfg)
+    objective = _objective(name, cfg)
+    b = _batch(cfg.arch.image_size)
+
+    for p in D.parameters():
+        p.requires_grad_(False)
+    g, swap = objective.generator_loss(Engine(G), D, b)
+    assert set(g.stats) == set(objective.G_STATS) and "Loss/G/total" in g.stats
+    assert torch.isfinite(g.loss) and all(torch.isfinite(v) for v in g.stats.values())
+    g.loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in G.parameters())
+    assert swap.shape == b.target.shape and not swap.requires_grad
+
+    for p in D.parameters():
+        p.requires_grad_(True)
+    d = objective.discriminator_loss(Engine(D), b, swap)
+    assert {"Loss/D/total", "Scores/D/real", "Scores/D/fake"} <= set(d.stats)
+    assert torch.isfinite(d.loss) and d.loss.item() >= 0  # hinge loss
+    reg = objective.d_regularization_loss(Engine(D), b, swap, interval=4)
+    if name == "simswap":
+        assert set(reg.stats) == {"Loss/D/gp"} and torch.isfinite(reg.loss)
+    else:
+        assert reg is None
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "weights", "match"),
+    [
+        ("aei_net", {"intra": "same_identity"}, {}, "X_s = X_t"),
+        ("aei_net", {"same_ratio": 0.0}, {}, "X_s = X_t"),
+        ("ghost", {"same_ratio": 0.0}, {}, "same-person"),
+        ("ghost", {"same_ratio": 1.0}, {}, "different-person"),
+        ("simswap", {"pairing": "mixed", "same_ratio": 0.0}, {}, "intra-ID"),
+    ],
+)
+def test_recipes_that_silence_a_loss_are_refused(name, data, weights, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig.model_validate({name: {"data": data, "weights": weights}})
+
+
+def test_recipe_allowed_when_the_loss_is_off():
+    cfg = TrainConfig.model_validate(
+        {"aei_net": {"data": {"intra": "same_identity"}, "weights": {"rec": 0.0}}}
+    )
+    assert cfg.recipe.intra == "same_identity"
+
+
+def test_each_model_trains_with_its_own_recipe():
+    ghost = TrainConfig.model_validate({"model": "ghost"})
+    simswap = TrainConfig.model_validate({"model": "simswap"})
+    assert ghost.recipe.intra == "same_identity"
+    assert simswap.recipe.pairing == "alternate"
+    assert TrainConfig().recipe.intra == "same_image"
+
+
+def test_unknown_model_lists_the_registry():
+    with pytest.raises(ValueError, match="aei_net, ghost, simswap"):
+        TrainConfig.model_validate({"model": "faceswap9000"})

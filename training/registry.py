@@ -1,0 +1,139 @@
+"""The swapper registry: one row per swapper, and everything that is built from it.
+
+Adding a swapper is one module under ``training/swappers/`` (config section + objective),
+one :class:`~training.swappers.base.Swapper` row below and one ``params.yaml: train.<name>``
+section. From this table come: the ``train.<name>`` sections of
+:class:`training.config.TrainConfig` and the check of ``train.model``; building the
+generator, discriminator and objective; exporting and loading a trained generator; and the
+README's model table (:func:`model_table_markdown`, checked by a test).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from training.networks.aei_net import AEINet
+from training.networks.discriminator import MultiscaleDiscriminator
+from training.networks.simswap import SimSwapGenerator
+from training.swappers.base import Objective, Swapper
+from training.swappers.faceshifter import FaceShifterConfig, FaceShifterObjective
+from training.swappers.ghost import GhostConfig, GhostObjective
+from training.swappers.simswap import SimSwapConfig, SimSwapObjective
+
+if TYPE_CHECKING:
+    from infra.dataset_format import DatasetCard
+    from infra.models import ModelStore
+    from training.config import TrainConfig
+
+SWAPPERS: dict[str, Swapper] = {
+    row.name: row
+    for row in (
+        Swapper(
+            name="aei_net",
+            title="FaceShifter AEI-Net (thesis §4.2, seed 003)",
+            config=FaceShifterConfig,
+            generator=AEINet,
+            discriminator=MultiscaleDiscriminator,
+            objective=FaceShifterObjective,
+            losses="hinge adv, 1−cos identity, attribute L2, reconstruction when X_s = X_t "
+            "(eq. 4.8–4.12)",
+        ),
+        Swapper(
+            name="ghost",
+            title="GHOST: AEI-Net with `aad_units` per AAD ResBlk (seed 001 §III.B)",
+            config=GhostConfig,
+            generator=AEINet,
+            discriminator=MultiscaleDiscriminator,
+            objective=GhostObjective,
+            losses="FaceShifter's terms, reconstruction on same-person pairs, adversarial on "
+            "different-person pairs, eye-landmark heatmap loss",
+        ),
+        Swapper(
+            name="simswap",
+            title="SimSwap: encoder, ID-injection module of AdaIN ID blocks, decoder "
+            "(Facke §2.1.3, seed 002)",
+            config=SimSwapConfig,
+            generator=SimSwapGenerator,
+            discriminator=MultiscaleDiscriminator,
+            objective=SimSwapObjective,
+            losses="identity, L1 reconstruction on intra-ID pairs, hinge adv, gradient penalty "
+            "(lazy Dreg), weak feature matching (eq. 2–8)",
+        ),
+    )
+}
+
+
+def swapper(name: str) -> Swapper:
+    """The registry row of ``name``; ValueError lists the registered names."""
+    if name not in SWAPPERS:
+        raise ValueError(f"unknown swapper {name!r}; registered: {', '.join(SWAPPERS)}")
+    return SWAPPERS[name]
+
+
+def build_generator(cfg: TrainConfig, id_dim: int) -> nn.Module:
+    """The chosen swapper's generator at ``train.width``; ``id_dim`` from the dataset card."""
+    return swapper(cfg.model).generator(cfg.arch, id_dim)
+
+
+def build_discriminator(cfg: TrainConfig) -> nn.Module:
+    """The chosen swapper's discriminator at ``train.width``."""
+    return swapper(cfg.model).discriminator(cfg.arch.discriminator)
+
+
+def build_objective(cfg: TrainConfig, card: DatasetCard, store: ModelStore) -> Objective:
+    """The chosen swapper's objective with its frozen helpers (the identity encoder twin of
+    the dataset's embedding model, and any model-specific network), built once."""
+    from infra.identity import identity_encoder_for_dataset
+
+    return swapper(cfg.model).objective.build(
+        cfg.section, identity_encoder_for_dataset(card, store), store
+    )
+
+
+def export_generator(model_name: str, module: nn.Module, path: Path, meta: dict) -> Path:
+    """Save ``{"model", "arch", "id_dim", "state_dict", "meta"}`` (fp32, CPU): a plain
+    checkpoint that evaluation loads without DeepSpeed. Returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().cpu() for k, v in module.state_dict().items()}
+    payload = {
+        "model": model_name,
+        "arch": module.cfg.model_dump(mode="json"),
+        "id_dim": module.id_dim,
+        "state_dict": state,
+        "meta": meta,
+    }
+    torch.save(payload, path)
+    return path
+
+
+def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Load an exported generator in eval mode; returns (module, meta).
+
+    Forward signature: ``module(target (B, 3, S, S) in [-1, 1], z_id (B, D)) -> (swap,
+    extras)``. Raises FileNotFoundError (naming the stage to run) when ``path`` is missing
+    and ValueError for a swapper this code does not register.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} not found: run the train stage first (fsp train)")
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    row = swapper(ckpt.get("model", "aei_net"))
+    arch = dict(ckpt["arch"])
+    id_dim = int(ckpt.get("id_dim") or arch.pop("id_dim"))  # files before the registry kept
+    arch.pop("id_dim", None)  # id_dim inside the architecture
+    module = row.generator(row.config.arch_class().model_validate(arch), id_dim)
+    module.load_state_dict(ckpt["state_dict"])
+    return module.to(device).eval(), ckpt["meta"]
+
+
+def model_table_markdown() -> str:
+    """The README's model table (model, generator, losses; weights in ``params.yaml``)."""
+    lines = [
+        "| `train.model` | swapper | losses (weights in `params.yaml: train.<model>.weights`) |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{r.name}` | {r.title} | {r.losses} |" for r in SWAPPERS.values()]
+    return "\n".join(lines)

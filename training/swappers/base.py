@@ -1,0 +1,191 @@
+"""What every swapper shares: its config section, its objective's interface and its
+registry row.
+
+A swapper is one module under ``training/swappers/`` holding
+
+* a config section (subclass of :class:`SwapperConfig`, ``params.yaml: train.<name>``):
+  two architectures (``debug``, ``paper``), loss weights and the data recipe, with a
+  check that refuses a recipe under which one of its losses could never fire;
+* an objective (subclass of :class:`Objective`) that owns the forward passes and losses of
+  each GAN phase;
+
+plus one :class:`Swapper` row in :data:`training.swappers.SWAPPERS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from infra.config import StrictConfig
+from training.losses import hinge_d_loss
+from training.networks.discriminator import DiscriminatorConfig, logits
+
+if TYPE_CHECKING:
+    from infra.models import ModelStore
+    from training.data import PairBatch
+
+
+class DataRecipeConfig(StrictConfig):
+    """How a swapper's training pairs are drawn (``train.<model>.data``).
+
+    ``pairing``:
+      * ``mixed`` — each pair is intra-identity with probability ``same_ratio``;
+      * ``alternate`` — intra-ID and inter-ID batches alternate (SimSwap release ``train.py``).
+    ``intra``: an intra-identity pair uses the same image (``same_image``: FaceShifter,
+    SimSwap) or two different images of the identity (``same_identity``: GHOST; with
+    ``alternate`` it is Facke's Identity Grouping, §2.1.4, b identities per intra-ID batch).
+    """
+
+    pairing: Literal["mixed", "alternate"] = Field("mixed", description="Pairing mode.")
+    same_ratio: float = Field(0.2, ge=0, le=1, description="Intra-identity share (mixed).")
+    intra: Literal["same_image", "same_identity"] = Field(
+        "same_image", description="What an intra-identity pair is."
+    )
+
+    @property
+    def has_intra(self) -> bool:
+        """Whether any pair can be intra-identity."""
+        return self.pairing == "alternate" or self.same_ratio > 0
+
+    @property
+    def has_inter(self) -> bool:
+        """Whether any pair can be inter-identity."""
+        return self.pairing == "alternate" or self.same_ratio < 1
+
+
+class ArchConfig(StrictConfig):
+    """Mixin of every architecture section: the discriminator that trains with the generator."""
+
+    discriminator: DiscriminatorConfig = Field(
+        default_factory=DiscriminatorConfig, description="Multi-scale PatchGAN."
+    )
+
+
+class SwapperConfig(StrictConfig):
+    """Base of a swapper's ``params.yaml`` section. Subclasses declare ``weights``,
+    ``debug`` and ``paper`` (architectures of one class) and may add settings; ``data`` is
+    the data recipe. Subclasses refuse, in :meth:`check_recipe`, recipes that silently
+    switch one of their weighted losses off."""
+
+    data: DataRecipeConfig = Field(
+        default_factory=DataRecipeConfig, description="How training pairs are drawn."
+    )
+
+    def arch(self, width: str) -> Any:
+        """The architecture of ``width`` (``debug`` or ``paper``)."""
+        return getattr(self, width)
+
+    @classmethod
+    def arch_class(cls) -> type[StrictConfig]:
+        """The class of this swapper's architectures (to rebuild an exported generator)."""
+        return cls.model_fields["paper"].annotation
+
+    def check_recipe(self) -> None:
+        """Raise ValueError when the data recipe would disable a weighted loss."""
+
+    @model_validator(mode="after")
+    def _recipe(self) -> SwapperConfig:
+        self.check_recipe()
+        return self
+
+
+def refuse(condition: bool, message: str) -> None:
+    """Raise ValueError(message) when ``condition`` holds (recipe checks read as rules)."""
+    if condition:
+        raise ValueError(message)
+
+
+@dataclass
+class PhaseResult:
+    """Loss of one phase (scalar tensor with graph) and its statistics by name."""
+
+    loss: torch.Tensor
+    stats: dict[str, torch.Tensor]
+
+
+def param_dtype(module: nn.Module) -> torch.dtype:
+    """dtype of a module's parameters (the engines' precision)."""
+    return next(module.parameters()).dtype
+
+
+def hinge_discriminator(d_engine, real: torch.Tensor, fake: torch.Tensor) -> PhaseResult:
+    """Dmain of every hinge-loss swapper: D on real targets and detached swaps in one batch.
+
+    real, fake : (B, 3, S, S) in [-1, 1]. Statistics: ``Loss/D/total`` and the mean logits
+    ``Scores/D/real``, ``Scores/D/fake`` (averaged over scales).
+    """
+    both = d_engine(torch.cat([real, fake]).to(param_dtype(d_engine.module)))
+    n = real.shape[0]
+    scores = logits(both)
+    loss = hinge_d_loss([s[:n].float() for s in scores], [s[n:].float() for s in scores])
+    return PhaseResult(
+        loss,
+        {
+            "Loss/D/total": loss,
+            "Scores/D/real": torch.stack([s[:n].float().mean() for s in scores]).mean(),
+            "Scores/D/fake": torch.stack([s[n:].float().mean() for s in scores]).mean(),
+        },
+    )
+
+
+class Objective:
+    """The losses of one swapper's GAN phases (as stylegan3's ``loss.py``).
+
+    The objective owns the forward passes; the training loop checks each loss is finite and
+    calls ``engine.backward``/``engine.step``. In ``Gmain`` the loop freezes D and passes
+    ``d_engine.module`` (calling the engine would register a second backward with it).
+
+    ``G_STATS`` lists the statistics :meth:`generator_loss` reports.
+    """
+
+    G_STATS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def build(cls, section: SwapperConfig, id_encoder: nn.Module, store: ModelStore) -> Objective:
+        """The objective with its frozen helper networks, built once per run."""
+        raise NotImplementedError
+
+    def generator_loss(
+        self, g_engine, d_module: nn.Module, b: PairBatch
+    ) -> tuple[PhaseResult, torch.Tensor]:
+        """Gmain: (loss and statistics, the detached swap (B, 3, S, S))."""
+        raise NotImplementedError
+
+    def discriminator_loss(self, d_engine, b: PairBatch, swap: torch.Tensor) -> PhaseResult:
+        """Dmain: hinge loss on real targets and the detached swaps."""
+        return hinge_discriminator(d_engine, b.target, swap)
+
+    def d_regularization_loss(
+        self, d_engine, b: PairBatch, swap: torch.Tensor, interval: int
+    ) -> PhaseResult | None:
+        """Dreg every ``interval`` steps (lazy: scaled by the interval); None = no Dreg."""
+        return None
+
+
+@dataclass(frozen=True)
+class Swapper:
+    """One row of the swapper registry.
+
+    Attributes
+    ----------
+    name : ``train.model`` value and ``params.yaml`` section name.
+    title : the method's name and source, as the README's model table shows it.
+    config : the section class (architectures, weights, data recipe).
+    generator : network class, built as ``generator(arch, id_dim)``.
+    discriminator : network class, built as ``discriminator(arch.discriminator)``.
+    objective : the :class:`Objective` subclass.
+    losses : one line on the objective for the README's model table.
+    """
+
+    name: str
+    title: str
+    config: type[SwapperConfig]
+    generator: type[nn.Module]
+    discriminator: type[nn.Module]
+    objective: type[Objective]
+    losses: str

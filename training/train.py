@@ -1,0 +1,373 @@
+"""The ``train`` stage: a swapper on the prepared shards, G and D as two DeepSpeed engines.
+
+:func:`train` is the one entry point. It reads as its steps:
+
+1. :func:`build_run` — dataset card, objective (with its frozen helpers), the two engines,
+   EMA, resume from the latest checkpoint, the data loader;
+2. :func:`open_tracker` — MLflow and ``losses.csv`` on rank 0 (nothing on other ranks);
+3. per step :func:`run_phases` — explicit phases as in StyleGAN3's training loop:
+   ``Gmain`` (the objective's generator loss, D frozen and called via ``d_engine.module``),
+   ``Dmain`` (discriminator loss on real targets and detached swaps) and ``Dreg`` every
+   ``phases.d_reg_every`` steps (lazy: the loss is scaled by the interval); a phase whose
+   loss is NaN/inf on any rank is skipped on every rank and counted by :class:`BadSteps`;
+4. :class:`~training.stats.StatsWindow` statistics every ``log_every`` steps, sample grids,
+   :func:`save_checkpoint` every ``checkpoint.every`` steps and at the end;
+5. :func:`export` — the EMA generator as ``generator.pt`` for evaluation.
+
+With ``checkpoint.resume: auto`` a rerun continues from the latest checkpoint with the same
+step counter, data position and curves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from infra import distributed as dist
+from infra.config import flatten, resolved_dict
+from infra.dataset_format import DatasetCard, read_shard
+from infra.models import ModelStore
+from infra.paths import ProjectPaths
+from infra.tracking import CsvSink, MlflowSink, Tracker
+from training import checkpoint
+from training.config import TrainConfig
+from training.data import EpochLoader, PairBatch, ShardPairStream, decode_sample
+from training.ema import EMA
+from training.engine import build_engine, set_requires_grad
+from training.registry import (
+    build_discriminator,
+    build_generator,
+    build_objective,
+    export_generator,
+)
+from training.samples import save_grid
+from training.stats import StatsWindow
+from training.swappers.base import Objective
+
+log = logging.getLogger(__name__)
+
+
+class BadStepsError(RuntimeError):
+    """Too many consecutive steps with a non-finite loss."""
+
+
+@dataclass
+class BadSteps:
+    """Counts steps with a skipped phase; ``limit`` of them in a row raise
+    :class:`BadStepsError` naming the phases and statistics."""
+
+    limit: int
+    in_row: int = 0
+    total: int = 0
+
+    def record(self, step: int, bad: list[str], stats: dict[str, float]) -> bool:
+        """Record one step; returns True when every phase stepped."""
+        if not bad:
+            self.in_row = 0
+            return True
+        self.in_row += 1
+        self.total += 1
+        log.warning(
+            "step %d: non-finite loss in %s; step skipped (%d in a row)",
+            step,
+            ", ".join(bad),
+            self.in_row,
+        )
+        if self.in_row >= self.limit:
+            raise BadStepsError(
+                f"{self.in_row} consecutive steps with NaN/inf losses (last at step {step}, "
+                f"phases {bad}, stats {stats}); lower the learning rate, use fp32/bf16, or "
+                "check the data"
+            )
+        return False
+
+
+@dataclass
+class Run:
+    """Everything one training run holds between its steps."""
+
+    cfg: TrainConfig
+    card: DatasetCard
+    objective: Objective
+    g_engine: object
+    d_engine: object
+    ema: EMA | None
+    loader: EpochLoader
+    fixed: PairBatch
+    ckpt_dir: Path
+    resumed_from: str | None
+    state: dict = field(default_factory=dict)
+
+    @property
+    def start(self) -> int:
+        return int(self.state.get("step", 0))
+
+    @property
+    def generator(self) -> torch.nn.Module:
+        """The generator to sample and export: the EMA copy when enabled."""
+        return self.ema.shadow if self.ema is not None else self.g_engine.module
+
+
+def finite_everywhere(loss: torch.Tensor) -> bool:
+    """True when the loss is finite on every rank (so all ranks skip or step together)."""
+    ok = torch.tensor([float(torch.isfinite(loss.detach()).all())])
+    if dist.world_size() > 1:
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+    return bool(ok.item())
+
+
+def _apply(engine, loss: torch.Tensor) -> bool:
+    """Backward and optimizer step when the loss is finite on every rank."""
+    if not finite_everywhere(loss):
+        return False
+    engine.backward(loss)
+    engine.step()
+    return True
+
+
+def run_phases(
+    objective: Objective, g_engine, d_engine, batch: PairBatch, step: int, d_reg_every: int
+) -> tuple[dict[str, float], torch.Tensor, list[str]]:
+    """Gmain, Dmain and (every ``d_reg_every`` steps) Dreg of one step.
+
+    Returns (statistics as floats, the detached swap (B, 3, S, S), names of the phases
+    skipped for a non-finite loss).
+    """
+    set_requires_grad(d_engine.module, False)
+    g, swap = objective.generator_loss(g_engine, d_engine.module, batch)
+    set_requires_grad(d_engine.module, True)
+    bad = [] if _apply(g_engine, g.loss) else ["Gmain"]
+    d = objective.discriminator_loss(d_engine, batch, swap)
+    bad += [] if _apply(d_engine, d.loss) else ["Dmain"]
+    stats = {**g.stats, **d.stats}
+    if step % d_reg_every == 0:
+        r = objective.d_regularization_loss(d_engine, batch, swap, d_reg_every)
+        if r is not None:
+            bad += [] if _apply(d_engine, r.loss) else ["Dreg"]
+            stats.update(r.stats)
+    return {k: float(v.detach()) for k, v in stats.items()}, swap, bad
+
+
+def _resume(
+    run_cfg: TrainConfig, ckpt_dir: Path, g_engine, d_engine, ema
+) -> tuple[str | None, dict]:
+    """Restore the latest checkpoint (``checkpoint.resume: auto``); returns (tag, state)."""
+    tag = checkpoint.latest_tag(ckpt_dir) if run_cfg.checkpoint.resume == "auto" else None
+    if not tag:
+        torch.manual_seed(run_cfg.seed + 1 + dist.rank())  # per-rank randomness from here on
+        return None, {}
+    state = checkpoint.load(ckpt_dir, tag, g_engine, d_engine)
+    if ema is not None and state.get("ema") is not None:
+        ema.load_state_dict(state["ema"])
+    checkpoint.set_rng_state(state["rng"])
+    log.info("resumed from %s (step %d)", tag, state["step"])
+    return tag, state
+
+
+def _loader(cfg: TrainConfig, card: DatasetCard, data_dir: Path, state: dict) -> EpochLoader:
+    """This rank's pair loader, positioned at the resumed step."""
+    stream = ShardPairStream(
+        card.shard_paths(data_dir, "train"),
+        cfg.data,
+        cfg.recipe,
+        cfg.batch_size,
+        cfg.arch.image_size,
+        seed=cfg.seed,
+        rank=dist.rank(),
+        world=dist.world_size(),
+    )
+    return EpochLoader(
+        stream,
+        cfg.data.num_workers,
+        cfg.data.steps_per_epoch,
+        start_step=int(state.get("step", 0)),
+        skipped_before=state.get("loader", {}).get("skipped_before", 0),
+    )
+
+
+def build_run(cfg: TrainConfig, paths: ProjectPaths, out_dir: Path) -> Run:
+    """Card, objective, engines (identical initial weights on every rank), EMA, resume
+    state and loader. Raises DatasetMissingError before any work when prepare has not run."""
+    data_dir = paths.stage_dir("prepare")
+    card = DatasetCard.load(data_dir)
+    objective = build_objective(cfg, card, ModelStore(paths.models_dir))
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    g_engine = build_engine(build_generator(cfg, card.embedding.dim), cfg.generator, cfg.batch_size)
+    d_engine = build_engine(build_discriminator(cfg), cfg.discriminator, cfg.batch_size)
+    ema = EMA(g_engine.module, cfg.ema.half_life_steps) if cfg.ema.enabled else None
+    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tag, state = _resume(cfg, ckpt_dir, g_engine, d_engine, ema)
+    loader = _loader(cfg, card, data_dir, state)
+    fixed = fixed_pairs(card, data_dir, cfg.arch.image_size)
+    return Run(cfg, card, objective, g_engine, d_engine, ema, loader, fixed, ckpt_dir, tag, state)
+
+
+def open_tracker(run: Run, paths: ProjectPaths, out_dir: Path) -> Tracker:
+    """Rank 0: MLflow (the resumed run when there is one) and ``losses.csv`` continued after
+    the checkpoint's step; params logged on a fresh run. Other ranks: a Tracker that does
+    nothing."""
+    if not dist.is_main():
+        return Tracker()
+    cfg = run.cfg
+    name = f"train-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    sink = MlflowSink(paths, name, run_id=run.state.get("mlflow_run_id"))
+    resume_step = run.start if run.resumed_from else None
+    tracker = Tracker([sink, CsvSink(out_dir / "losses.csv", resume_step=resume_step)])
+    if not run.resumed_from:
+        tracker.set_tags({"stage": "train", "model": cfg.model, "width": cfg.width})
+        tracker.log_params(flatten(resolved_dict(cfg, paths, "train")))
+        tracker.log_params(
+            {
+                "data.num_samples": run.card.num_samples,
+                "data.crop_size": run.card.crop.size,
+                "data.embedding": run.card.embedding.name,
+                "data.id_dim": run.card.embedding.dim,
+                "world_size": dist.world_size(),
+            }
+        )
+    return tracker
+
+
+def save_checkpoint(run: Run, step: int, bad: BadSteps, tracker: Tracker) -> None:
+    """Both engines plus this rank's trainer state (EMA, RNG, loader position, bad-step
+    counters, MLflow run id, config); every rank calls it."""
+    trainer_state = {
+        "ema": run.ema.state_dict() if run.ema is not None else None,
+        "rng": checkpoint.rng_state(),
+        "loader": run.loader.state_dict(),
+        "bad_in_row": bad.in_row,
+        "bad_total": bad.total,
+        "mlflow_run_id": tracker.run_id or run.state.get("mlflow_run_id"),
+        "config": run.cfg.model_dump(mode="json"),
+    }
+    checkpoint.save(
+        run.ckpt_dir, step, run.g_engine, run.d_engine, trainer_state, run.cfg.checkpoint.keep
+    )
+
+
+def export(run: Run, tracker: Tracker, out_dir: Path, wall_s: float) -> Path:
+    """Rank 0: ``generator.pt`` (the EMA generator, plain state dict + architecture + the
+    dataset facts evaluation needs) and the run's wall time."""
+    card, cfg = run.card, run.cfg
+    meta = {
+        "step": cfg.steps,
+        "model": cfg.model,
+        "ema": run.ema is not None,
+        "identity_model": card.embedding.name,
+        "id_dim": card.embedding.dim,
+        "crop_size": card.crop.size,
+        "template": card.crop.template,
+        "mlflow_run_id": tracker.run_id,
+    }
+    path = export_generator(cfg.model, run.generator, out_dir / "generator.pt", meta)
+    tracker.log_summary({"Timing/train_wall_s": wall_s}, cfg.steps)
+    return path
+
+
+def _log_line(step: int, steps: int, last: dict[str, float]) -> None:
+    nan = float("nan")
+    log.info(
+        "step %d/%d  G %.3f (id %.3f)  D %.3f  %.2f s/step",
+        step,
+        steps,
+        last.get("Loss/G/total", nan),
+        last.get("Loss/G/id", nan),
+        last.get("Loss/D/total", nan),
+        last["Timing/sec_per_step"],
+    )
+
+
+def train(cfg: TrainConfig, paths: ProjectPaths, out_dir: Path) -> dict:
+    """Run (or resume) training; returns a summary (last statistics, timings, run id).
+
+    Raises DatasetMissingError when prepare has not run, ModelError when a frozen helper's
+    weights are missing, and :class:`BadStepsError` after ``max_bad_steps`` bad steps.
+    """
+    dist.init_distributed()
+    run = build_run(cfg, paths, out_dir)
+    tracker = open_tracker(run, paths, out_dir)
+    log.info(
+        "training %s (%s) from step %d to %d: batch %d x %d process(es), %d px, %d-d identity",
+        *(cfg.model, cfg.width, run.start, cfg.steps, cfg.batch_size, dist.world_size()),
+        *(cfg.arch.image_size, run.card.embedding.dim),
+    )
+    bad = BadSteps(cfg.max_bad_steps, run.state.get("bad_in_row", 0), run.state.get("bad_total", 0))
+    window, last = StatsWindow(cfg.batch_size * dist.world_size()), {}
+    t_start = time.perf_counter()
+    for step in range(run.start + 1, cfg.steps + 1):
+        batch = next(run.loader)
+        args = (run.objective, run.g_engine, run.d_engine, batch, step, cfg.phases.d_reg_every)
+        stats, _, skipped = run_phases(*args)
+        if bad.record(step, skipped, stats) and run.ema is not None:
+            run.ema.update(run.g_engine.module)
+        window.add(stats)
+        last = _log_step(run, tracker, window, bad, step) or last
+        _sample_step(run, tracker, out_dir, step)
+        if step == cfg.steps or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
+            save_checkpoint(run, step, bad, tracker)
+    wall = time.perf_counter() - t_start
+    summary = {"steps": cfg.steps, "start_step": run.start, "wall_s": wall, "bad_steps": bad.total}
+    summary.update({"skipped_samples": run.loader.skipped, **last})
+    if dist.is_main():
+        export(run, tracker, out_dir, wall)
+        summary["mlflow_run_id"] = tracker.run_id
+    tracker.close()
+    dist.barrier()
+    return summary
+
+
+def _log_step(
+    run: Run, tracker: Tracker, window: StatsWindow, bad: BadSteps, step: int
+) -> dict[str, float] | None:
+    """Every ``log_every`` steps and at the end: the window's means to the tracker."""
+    cfg = run.cfg
+    if step % cfg.log_every and step != cfg.steps:
+        return None
+    progress = {
+        "Progress/skipped_samples": float(run.loader.skipped),
+        "Progress/bad_steps": float(bad.total),
+    }
+    last = window.flush(progress)
+    tracker.log_metrics(last, step)
+    _log_line(step, cfg.steps, last)
+    return last
+
+
+def _sample_step(run: Run, tracker: Tracker, out_dir: Path, step: int) -> None:
+    """Rank 0, every ``sample_every`` steps and at the end: a source/target/swap grid."""
+    cfg = run.cfg
+    if not dist.is_main() or (step % cfg.sample_every and step != cfg.steps):
+        return
+    path = sample_grid(run.generator, run.fixed, out_dir / "samples" / f"step_{step:06d}.png")
+    tracker.log_artifact(path, "samples")
+
+
+def fixed_pairs(card: DatasetCard, data_dir: Path, size: int, n: int = 8) -> PairBatch:
+    """A fixed batch for sample grids: the first ``n`` samples of the first training shard,
+    each swapped with the next one (the same on every run and after resume)."""
+    samples = []
+    for raw in read_shard(card.shard_paths(data_dir, "train")[0]):
+        samples.append(decode_sample(raw, size))
+        if len(samples) == n:
+            break
+    images = torch.stack([s["image"] for s in samples])
+    emb = torch.stack([s["embedding"] for s in samples])
+    src = torch.roll(torch.arange(len(samples)), 1)
+    same = torch.zeros(len(samples), dtype=torch.bool)
+    return PairBatch(images, images[src], emb[src], same, same, "inter")
+
+
+@torch.no_grad()
+def sample_grid(model: torch.nn.Module, pairs: PairBatch, path: Path) -> Path:
+    """Rows source / target / swap of ``pairs`` as one PNG at ``path``."""
+    was_training = model.training
+    model.eval()
+    dtype = next(model.parameters()).dtype
+    swap, _ = model(pairs.target.to(dtype), pairs.z_id.to(dtype))
+    model.train(was_training)
+    return save_grid([pairs.source, pairs.target, swap], path)

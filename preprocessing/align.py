@@ -111,17 +111,6 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([scale * R, t[:, None]])
 
 
-def transform_points(points: np.ndarray, M: np.ndarray) -> np.ndarray:
-    """Apply a (2, 3) affine matrix to (N, 2) points."""
-    points = np.asarray(points, dtype=np.float64)
-    return points @ M[:, :2].T + M[:, 2]
-
-
-def invert_affine(M: np.ndarray) -> np.ndarray:
-    """Inverse of a (2, 3) affine matrix (to paste an aligned crop back)."""
-    return cv2.invertAffineTransform(np.asarray(M, dtype=np.float64))
-
-
 def align_face(
     image: np.ndarray, landmarks: np.ndarray, crop_size: int, template: str = "arcface"
 ) -> tuple[np.ndarray, np.ndarray]:

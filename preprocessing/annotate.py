@@ -10,8 +10,6 @@ image→crop transform is stored so a swap can be pasted back.
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,20 +17,17 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from infra.identity import IdentityEmbedder
+from infra.dataset_format import encode_sample
+from infra.geometry import compose_affine, invert_affine, transform_points
+from infra.identity import IdentityEncoder
 from infra.models import ModelStore
-from preprocessing.align import align_face, estimate_transform, transform_points
+from infra.paths import ProjectPaths
+from preprocessing.align import align_face, estimate_transform
 from preprocessing.config import PrepareConfig
 from preprocessing.decode import load_image
 from preprocessing.facemesh import FaceMesh
 from preprocessing.parsing import BackendUnavailableError, build_mask_backend
 from preprocessing.parsing.regions import REGION_NAMES, raf_regions
-
-
-def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """2×3 affine ``outer ∘ inner`` (apply ``inner`` first)."""
-    a = np.vstack([outer, [0, 0, 1]]) @ np.vstack([inner, [0, 0, 1]])
-    return a[:2]
 
 
 def resolve_mask_backend(name: str, store: ModelStore, threads: int = 1):
@@ -71,39 +66,18 @@ class FaceAnnotation:
     extras: dict = field(default_factory=dict)
 
     def encode(self, quality: int) -> dict:
-        """The WebDataset sample: every value bytes."""
-
-        def jpg(rgb: np.ndarray) -> bytes:
-            ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-            if not ok:
-                raise RuntimeError("JPEG encoding failed")
-            return buf.tobytes()
-
-        def png(gray: np.ndarray) -> bytes:
-            ok, buf = cv2.imencode(".png", gray)
-            if not ok:
-                raise RuntimeError("PNG encoding failed")
-            return buf.tobytes()
-
-        def npy(arr: np.ndarray) -> bytes:
-            b = io.BytesIO()
-            np.save(b, arr.astype(np.float32), allow_pickle=False)
-            return b.getvalue()
-
+        """The WebDataset sample (every value bytes), files as :mod:`infra.dataset_format`."""
         names = list(self.crops)
-        sample = {"__key__": self.key, "jpg": jpg(self.crops[names[0]])}
-        for name in names[1:]:
-            sample[f"{name}.jpg"] = jpg(self.crops[name])
-        sample["id.npy"] = npy(self.embedding)
-        if self.landmarks468 is not None:
-            sample["lmk468.npy"] = npy(self.landmarks468)
+        files = {"jpg": self.crops[names[0]]}
+        files.update({f"{name}.jpg": self.crops[name] for name in names[1:]})
+        files["id.npy"] = self.embedding
+        files["lmk468.npy"] = self.landmarks468
         if self.mask is not None:
-            sample["mask.png"] = png(self.mask)
-            sample["regions.png"] = png(regions_bitmask(self.mask))
-        if self.gt_mask is not None:
-            sample["gtmask.png"] = png(self.gt_mask)
-        sample["json"] = json.dumps(self.meta, sort_keys=True, allow_nan=False).encode()
-        return sample
+            files["mask.png"] = self.mask
+            files["regions.png"] = regions_bitmask(self.mask)
+        files["gtmask.png"] = self.gt_mask
+        files["json"] = self.meta
+        return encode_sample(self.key, files, quality)
 
 
 class FaceAnnotator:
@@ -112,21 +86,29 @@ class FaceAnnotator:
     Parameters
     ----------
     cfg : prepare config (``cfg.annotate`` selects what is computed).
-    store : model store.
+    paths : project paths: models from ``paths.models_dir``; rows' ``path`` and
+        ``mask_path`` resolve against ``paths.data_root`` (:meth:`ProjectPaths.data_path`).
     threads, use_gpu : inference settings.
+
+    Raises
+    ------
+    infra.models.ModelError
+        A model file is missing or altered.
+    BackendUnavailableError
+        The explicitly chosen mask backend has no weights.
     """
 
     def __init__(
-        self, cfg: PrepareConfig, store: ModelStore, threads: int = 1, use_gpu: bool = False
+        self, cfg: PrepareConfig, paths: ProjectPaths, threads: int = 1, use_gpu: bool = False
     ):
         import torch
 
         torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
+        store = ModelStore(paths.models_dir)
         self.cfg = cfg
-        self.embedder = IdentityEmbedder(
-            store, cfg.identity_model, threads=threads, use_gpu=use_gpu
-        )
+        self.paths = paths
+        self.embedder = IdentityEncoder(store, cfg.identity_model, threads=threads, use_gpu=use_gpu)
         self.backend = resolve_mask_backend(cfg.annotate.mask_backend, store, threads)
         need_mesh = cfg.annotate.landmarks_468 or (self.backend and self.backend.name == "facemesh")
         self.facemesh = FaceMesh(store, threads=threads, use_gpu=use_gpu) if need_mesh else None
@@ -136,8 +118,25 @@ class FaceAnnotator:
         return self.backend.name if self.backend is not None else None
 
     def prepare_one(self, row: dict) -> FaceAnnotation:
-        """Decode and align one face (no batched model yet). Raises on failure."""
-        decoded = load_image(Path(row["path"]), self.cfg.max_image_pixels)
+        """Decode and align one face (no batched model yet).
+
+        Parameters
+        ----------
+        row : one manifest row of a kept face (``key``, ``path``, ``landmarks`` (10,),
+            ``bbox`` (4,), pose, ``mask_path``…), paths relative to ``paths.data_root``.
+
+        Returns
+        -------
+        FaceAnnotation
+            Crops (S, S, 3) uint8, the 112-px ArcFace crop, metadata, FaceMesh landmarks
+            and the ground-truth mask when the source has one; :meth:`finish` adds the rest.
+
+        Raises
+        ------
+        RuntimeError
+            The image no longer decodes; any error of alignment or FaceMesh.
+        """
+        decoded = load_image(self.paths.data_path(row["path"]), self.cfg.max_image_pixels)
         if decoded.image is None:
             raise RuntimeError(f"{decoded.reason}: {decoded.detail} (changed since detection?)")
         img = decoded.image
@@ -148,7 +147,26 @@ class FaceAnnotator:
         primary = self.cfg.annotate.crops[0]
         M = transforms[primary.name]
         face112, _ = align_face(img, kps, self.embedder.input_size, "arcface")
-        meta = {
+        meta = self._meta(row, kps, transforms)
+        ann = FaceAnnotation(key=row["key"], crops=crops, face112=face112, meta=meta)
+        ann.extras = {"image": img, "M": M, "kps": kps}
+        if self.facemesh is not None:
+            lm = self.facemesh.predict(img, np.asarray(row["bbox"], dtype=np.float64))
+            ann.extras["lmk468_image"] = lm
+            if self.cfg.annotate.landmarks_468:
+                ann.landmarks468 = _points_to_crop(lm, M)
+        if row.get("mask_path"):
+            label = _read_label_map(self.paths.data_path(row["mask_path"]))
+            ann.gt_mask = _warp_label_map(label, M, img.shape, primary.size)
+            meta["has_gt_mask"] = True
+        return ann
+
+    def _meta(self, row: dict, kps: np.ndarray, transforms: dict[str, np.ndarray]) -> dict:
+        """The sample's ``json``: source row, 5 points in image and primary-crop pixels, pose
+        (degrees) and every crop's 2×3 image→crop transform."""
+        primary = self.cfg.annotate.crops[0]
+        M = transforms[primary.name]
+        return {
             "key": row["key"],
             "identity": row["identity"],
             "source": row["source"],
@@ -165,28 +183,15 @@ class FaceAnnotator:
             "crop_size": primary.size,
             "transform": np.round(M, 6).tolist(),
             "crops": {
-                name: {
+                c.name: {
                     "template": c.template,
                     "size": c.size,
-                    "transform": np.round(transforms[name], 6).tolist(),
+                    "transform": np.round(transforms[c.name], 6).tolist(),
                 }
-                for name, c in zip(crops, self.cfg.annotate.crops, strict=True)
+                for c in self.cfg.annotate.crops
             },
             "mask_backend": self.mask_backend_name,
         }
-        ann = FaceAnnotation(key=row["key"], crops=crops, face112=face112, meta=meta)
-        ann.extras = {"image": img, "M": M, "kps": kps}
-        if self.facemesh is not None:
-            lm = self.facemesh.predict(img, np.asarray(row["bbox"], dtype=np.float64))
-            ann.extras["lmk468_image"] = lm
-            if self.cfg.annotate.landmarks_468:
-                ann.landmarks468 = _points_to_crop(lm, M)
-        if row.get("mask_path"):
-            ann.gt_mask = _warp_label_map(
-                _read_label_map(Path(row["mask_path"])), M, img.shape, primary.size
-            )
-            meta["has_gt_mask"] = True
-        return ann
 
     def finish(self, anns: list[FaceAnnotation]) -> None:
         """Batched models over prepared faces: embeddings and label maps; frees the images."""
@@ -196,42 +201,43 @@ class FaceAnnotator:
         for a, e in zip(anns, emb, strict=True):
             a.embedding = e
         if self.backend is not None:
-            size, template = self.backend.crop_size, self.backend.crop_template
-            faces, Ms, lms = [], [], []
-            for a in anns:
-                Mb = estimate_transform(a.extras["kps"], size, template)
-                faces.append(
-                    cv2.warpAffine(
-                        a.extras["image"],
-                        Mb,
-                        (size, size),
-                        flags=cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_CONSTANT,
-                    )
-                )
-                Ms.append(Mb)
-                if "lmk468_image" in a.extras:
-                    lms.append(_points_to_crop(a.extras["lmk468_image"], Mb))
-            labels = self.backend.parse(
-                np.stack(faces), np.stack(lms) if len(lms) == len(anns) else None
-            )
-            primary = self.cfg.annotate.crops[0].size
-            for a, Mb, lab in zip(anns, Ms, labels, strict=True):
-                to_primary = compose(a.extras["M"], _invert(Mb))
-                a.mask = cv2.warpAffine(
-                    lab,
-                    to_primary,
-                    (primary, primary),
-                    flags=cv2.INTER_NEAREST,
-                    borderMode=cv2.BORDER_CONSTANT,
-                    borderValue=0,
-                )
+            self._label_maps(anns)
         for a in anns:
             a.extras = {}
 
-
-def _invert(M: np.ndarray) -> np.ndarray:
-    return cv2.invertAffineTransform(np.asarray(M, dtype=np.float64))
+    def _label_maps(self, anns: list[FaceAnnotation]) -> None:
+        """Parse every face in the backend's own crop, then warp the (S, S) uint8 label map
+        into the primary crop (nearest neighbour, 0 = background outside)."""
+        size, template = self.backend.crop_size, self.backend.crop_template
+        faces, Ms, lms = [], [], []
+        for a in anns:
+            Mb = estimate_transform(a.extras["kps"], size, template)
+            faces.append(
+                cv2.warpAffine(
+                    a.extras["image"],
+                    Mb,
+                    (size, size),
+                    flags=cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_CONSTANT,
+                )
+            )
+            Ms.append(Mb)
+            if "lmk468_image" in a.extras:
+                lms.append(_points_to_crop(a.extras["lmk468_image"], Mb))
+        labels = self.backend.parse(
+            np.stack(faces), np.stack(lms) if len(lms) == len(anns) else None
+        )
+        primary = self.cfg.annotate.crops[0].size
+        for a, Mb, lab in zip(anns, Ms, labels, strict=True):
+            to_primary = compose_affine(a.extras["M"], invert_affine(Mb))
+            a.mask = cv2.warpAffine(
+                lab,
+                to_primary,
+                (primary, primary),
+                flags=cv2.INTER_NEAREST,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0,
+            )
 
 
 def _points_to_crop(points: np.ndarray, M: np.ndarray) -> np.ndarray:
@@ -256,7 +262,7 @@ def _warp_label_map(label: np.ndarray, M: np.ndarray, image_shape: tuple, size: 
     to_image = np.array([[w / label.shape[1], 0, 0], [0, h / label.shape[0], 0]])
     return cv2.warpAffine(
         label,
-        compose(M, to_image),
+        compose_affine(M, to_image),
         (size, size),
         flags=cv2.INTER_NEAREST,
         borderMode=cv2.BORDER_CONSTANT,
@@ -264,4 +270,4 @@ def _warp_label_map(label: np.ndarray, M: np.ndarray, image_shape: tuple, size: 
     )
 
 
-__all__ = ["REGION_NAMES", "FaceAnnotation", "FaceAnnotator", "compose", "regions_bitmask"]
+__all__ = ["REGION_NAMES", "FaceAnnotation", "FaceAnnotator", "regions_bitmask"]

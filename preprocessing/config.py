@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from infra.config import StrictConfig
+from infra.models import check_model_name
 
 IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SourceConfig(_Section):
+class SourceConfig(StrictConfig):
     """One input source.
 
     Kinds: ``identity_csv`` (CSV with ``path,identity``), ``vggface2``
@@ -52,10 +51,16 @@ class SourceConfig(_Section):
         return self
 
 
-class DetectionConfig(_Section):
+class DetectionConfig(StrictConfig):
     """Face detection and the single-face rule."""
 
     model: str = Field("scrfd_2.5g_bnkps", description="Registry name of the SCRFD detector.")
+
+    @field_validator("model")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        return check_model_name(name, "detection")
+
     input_size: int = Field(640, ge=128, description="Largest detector input side (letterbox), px.")
     adaptive_size: bool = Field(
         True,
@@ -79,7 +84,7 @@ class DetectionConfig(_Section):
     pose_margin: float = Field(0.2, ge=0, description="Face-box enlargement for FSA-Net head pose.")
 
 
-class DuplicateEntryFilter(_Section):
+class DuplicateEntriesConfig(StrictConfig):
     """Seed 000: VGGFace2 exports that split one photo into ``x_01``/``x_02``: keep a lone
     ``_01``, drop every member of a group with more than one."""
 
@@ -90,7 +95,7 @@ class DuplicateEntryFilter(_Section):
     )
 
 
-class NearDuplicateFilter(_Section):
+class NearDuplicatesConfig(StrictConfig):
     """Near-duplicate photos of one identity (perceptual hash): keep one."""
 
     enabled: bool = True
@@ -99,22 +104,22 @@ class NearDuplicateFilter(_Section):
     )
 
 
-class SizeFilter(_Section):
+class SizeFilterConfig(StrictConfig):
     """Face-box size, sqrt(box width × height) in pixels."""
 
     drop_fraction: float = Field(
         0.45,
         ge=0,
         lt=1,
-        description="Drop this lower fraction by face size (seed 000: 45 %), "
-        "a quantile over all faces left after the single-face filter.",
+        description="Drop this lower fraction by face size (seed 000: 45 %): a quantile over "
+        "the faces still kept after the single-face step (every earlier step applied).",
     )
     min_face: float = Field(
         180.0, ge=0, description="Absolute minimum face size in pixels (FaceShifter thesis: 180)."
     )
 
 
-class AspectFilter(_Section):
+class AspectFilterConfig(StrictConfig):
     """Image height/width ratio. Seed 000 keeps images with a ratio below 0.85 or above 1.15,
     as written (``keep: outside``)."""
 
@@ -125,13 +130,13 @@ class AspectFilter(_Section):
     )
 
     @model_validator(mode="after")
-    def _ordered(self) -> AspectFilter:
+    def _ordered(self) -> AspectFilterConfig:
         if self.low > self.high:
             raise ValueError(f"aspect band low {self.low} > high {self.high}")
         return self
 
 
-class TiltFilter(_Section):
+class TiltFilterConfig(StrictConfig):
     """Head tilt: roll from the eye landmarks, yaw and pitch from FSA-Net. Degrees."""
 
     max_roll: float = Field(30.0, gt=0, description="Largest |roll| kept (eye landmarks).")
@@ -139,17 +144,18 @@ class TiltFilter(_Section):
     max_pitch: float = Field(30.0, gt=0, description="Largest |pitch| kept (FSA-Net).")
 
 
-class FiltersConfig(_Section):
-    """The filter funnel, applied in this order and counted separately."""
+class FiltersConfig(StrictConfig):
+    """The filter funnel, applied in this order and counted separately
+    (:data:`preprocessing.filters.FUNNEL`)."""
 
-    duplicate_entries: DuplicateEntryFilter = DuplicateEntryFilter()
-    near_duplicates: NearDuplicateFilter = NearDuplicateFilter()
-    size: SizeFilter = SizeFilter()
-    aspect: AspectFilter = AspectFilter()
-    tilt: TiltFilter = TiltFilter()
+    duplicate_entries: DuplicateEntriesConfig = DuplicateEntriesConfig()
+    near_duplicates: NearDuplicatesConfig = NearDuplicatesConfig()
+    size: SizeFilterConfig = SizeFilterConfig()
+    aspect: AspectFilterConfig = AspectFilterConfig()
+    tilt: TiltFilterConfig = TiltFilterConfig()
 
 
-class CropConfig(_Section):
+class CropConfig(StrictConfig):
     """One aligned crop written per face."""
 
     template: Literal["arcface", "ffhq"] = Field(
@@ -162,7 +168,7 @@ class CropConfig(_Section):
         return f"{self.template}_{self.size}"
 
 
-class AnnotateConfig(_Section):
+class AnnotateConfig(StrictConfig):
     """Annotations of every kept face."""
 
     crops: list[CropConfig] = Field(
@@ -188,7 +194,7 @@ class AnnotateConfig(_Section):
         return v
 
 
-class SplitConfig(_Section):
+class SplitConfig(StrictConfig):
     """Held-out evaluation identities."""
 
     eval_identities: int = Field(
@@ -198,14 +204,14 @@ class SplitConfig(_Section):
     seed: int = Field(0, description="Seed of the identity choice (hash-based, stable).")
 
 
-class ShardConfig(_Section):
+class ShardConfig(StrictConfig):
     """WebDataset shard bounds."""
 
     max_samples: int = Field(1000, ge=1, description="Samples per shard at most.")
     max_bytes: int = Field(1_000_000_000, ge=1_000_000, description="Bytes per shard at most.")
 
 
-class RayConfig(_Section):
+class RayConfig(StrictConfig):
     """Ray execution."""
 
     address: str | None = Field(
@@ -223,12 +229,12 @@ class RayConfig(_Section):
     )
 
 
-class PrepareConfig(_Section):
+class PrepareConfig(StrictConfig):
     """The ``prepare`` stage: read, detect, filter, align, annotate, write shards + manifest."""
 
     sources: list[SourceConfig] = Field(description="Inputs; several are read in one run.")
     identity_model: str = Field(
-        "mobilefacenet_128d", description="Registry name of the identity embedder (ONNX)."
+        "mobilefacenet_128d", description="Registry name of the identity encoder (ONNX)."
     )
     detection: DetectionConfig = DetectionConfig()
     filters: FiltersConfig = FiltersConfig()
@@ -239,7 +245,11 @@ class PrepareConfig(_Section):
         40_000_000, ge=1, description="Images whose header claims more pixels are rejected."
     )
     ray: RayConfig = RayConfig()
-    experiment: str = Field("faceswap", description="MLflow experiment of the prepare run.")
+
+    @field_validator("identity_model")
+    @classmethod
+    def _registered_identity(cls, name: str) -> str:
+        return check_model_name(name, "recognition")
 
     @field_validator("sources")
     @classmethod

@@ -15,18 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from preprocessing.records import Reason
+
 # PIL's own bomb guard raises inside open(); the project applies its own limit instead.
 Image.MAX_IMAGE_PIXELS = None
-
-
-class Reason:
-    """Rejection reasons of the decode step (manifest ``reason`` values)."""
-
-    UNREADABLE = "unreadable"
-    EMPTY = "empty_file"
-    NOT_AN_IMAGE = "not_an_image"
-    TOO_LARGE = "too_large"
-    CORRUPT = "corrupt_image"
 
 
 @dataclass
@@ -36,26 +28,26 @@ class Decoded:
     Attributes
     ----------
     image : (H, W, 3) uint8 RGB array, or None when rejected.
-    reason : rejection reason (:class:`Reason`), None when decoded.
+    reason : rejection reason (:class:`preprocessing.records.Reason`), None when decoded.
     detail : human-readable message for the manifest.
     width, height : pixel size after EXIF orientation (header size when rejected late).
     """
 
     image: np.ndarray | None
-    reason: str | None = None
+    reason: Reason | None = None
     detail: str = ""
     width: int = 0
     height: int = 0
 
 
-def read_bytes(path: Path) -> tuple[bytes | None, str | None, str]:
+def read_bytes(path: Path) -> tuple[bytes | None, Reason | None, str]:
     """Read a file; returns ``(data, reason, detail)`` with ``data=None`` on failure."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:  # missing, permission denied, a directory, I/O error
         return None, Reason.UNREADABLE, f"{type(e).__name__}: {e.strerror or e}"
     if not data:
-        return None, Reason.EMPTY, "file has 0 bytes"
+        return None, Reason.EMPTY_FILE, "file has 0 bytes"
     return data, None, ""
 
 
@@ -92,7 +84,7 @@ def decode_image(data: bytes, max_pixels: int) -> Decoded:
     except UnidentifiedImageError:
         return Decoded(None, Reason.NOT_AN_IMAGE, "not a recognised image format")
     except Exception as e:  # malformed header
-        return Decoded(None, Reason.CORRUPT, f"{type(e).__name__}: {e}")
+        return Decoded(None, Reason.CORRUPT_IMAGE, f"{type(e).__name__}: {e}")
     width, height = img.size
     if width * height > max_pixels:
         return Decoded(
@@ -109,9 +101,9 @@ def decode_image(data: bytes, max_pixels: int) -> Decoded:
             img = ImageOps.exif_transpose(img)
             rgb = _to_rgb8(img)
     except Exception as e:  # truncated data, bad Huffman tables, unsupported mode…
-        return Decoded(None, Reason.CORRUPT, f"{type(e).__name__}: {e}", width, height)
+        return Decoded(None, Reason.CORRUPT_IMAGE, f"{type(e).__name__}: {e}", width, height)
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        return Decoded(None, Reason.CORRUPT, f"decoded to shape {rgb.shape}", width, height)
+        return Decoded(None, Reason.CORRUPT_IMAGE, f"decoded to shape {rgb.shape}", width, height)
     return Decoded(np.ascontiguousarray(rgb), None, "", rgb.shape[1], rgb.shape[0])
 
 

@@ -3,7 +3,8 @@
 Work is split into chunks of inputs. Each task measures one chunk and writes
 ``detections/chunk-NNNNNN.parquet`` (schema :data:`DETECTION_SCHEMA`, one row per input)
 with a fingerprint of the inputs and settings in its metadata, so a rerun skips the chunks
-that are already done.
+that are already done. Rows keep the items' ``path``/``mask_path`` as listed (relative to
+``paths.data_root``); the actors open them through :meth:`ProjectPaths.data_path`.
 """
 
 from __future__ import annotations
@@ -20,23 +21,28 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from infra.models import ModelStore
+from infra.paths import ProjectPaths
 from preprocessing.config import PrepareConfig
 from preprocessing.decode import load_image
 from preprocessing.detect import FaceDetector
+from preprocessing.headpose import MODELS as HEADPOSE_MODELS
 from preprocessing.headpose import HeadPose, eye_roll
 from preprocessing.records import DETECTION_SCHEMA, Reason
 
 FINGERPRINT_KEY = b"fsp.fingerprint"
+#: Layout of a chunk's rows; part of the fingerprint (2: paths relative to data_root).
+CHUNK_LAYOUT = 2
 
 
 def detection_fingerprint(cfg: PrepareConfig, store: ModelStore, keys: list[str]) -> str:
     """Hash of everything a chunk's detection rows depend on: its keys, the detection and
-    decoding settings and the detector/pose model checksums."""
+    decoding settings, the detector/pose model checksums and :data:`CHUNK_LAYOUT`."""
     payload = {
+        "layout": CHUNK_LAYOUT,
         "keys": keys,
         "detection": cfg.detection.model_dump(mode="json"),
         "max_image_pixels": cfg.max_image_pixels,
-        "models": [store.spec(n).sha256 for n in (cfg.detection.model, "fsanet_1x1", "fsanet_var")],
+        "models": [store.spec(n).sha256 for n in (cfg.detection.model, *HEADPOSE_MODELS)],
     }
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -65,13 +71,21 @@ def write_chunk(table: pa.Table, path: Path, fingerprint: str) -> None:
 
 class DetectFaces:
     """Callable class for ``Dataset.map_batches`` over chunk specs (``{"chunk", "path",
-    "fingerprint", "rows"}``); holds the detector and head-pose models of one actor."""
+    "fingerprint", "rows"}``); holds the detector and head-pose models of one actor.
 
-    def __init__(self, cfg: PrepareConfig, models_dir: str):
-        store = ModelStore(models_dir)
+    Parameters
+    ----------
+    cfg : prepare config (``cfg.detection``, ``cfg.ray`` threads and GPUs).
+    paths : project paths: models from ``paths.models_dir``; input rows' paths resolve
+        against ``paths.data_root``.
+    """
+
+    def __init__(self, cfg: PrepareConfig, paths: ProjectPaths):
+        store = ModelStore(paths.models_dir)
         threads, gpu = cfg.ray.threads_per_actor, cfg.ray.gpus_per_actor > 0
         cv2.setNumThreads(threads)
         self.cfg = cfg
+        self.paths = paths
         self.detector = FaceDetector(
             store.path(cfg.detection.model), cfg.detection, threads=threads, use_gpu=gpu
         )
@@ -89,7 +103,7 @@ class DetectFaces:
             {k: row[k] for k in ("key", "source", "path", "listed", "identity", "mask_path")}
         )
         out.update(detail="", width=0, height=0, num_detections=0, num_faces=0, det_padded=False)
-        decoded = load_image(Path(row["path"]), self.cfg.max_image_pixels)
+        decoded = load_image(self.paths.data_path(row["path"]), self.cfg.max_image_pixels)
         out.update(width=decoded.width, height=decoded.height)
         if decoded.image is None:
             out.update(reason=decoded.reason, detail=decoded.detail)

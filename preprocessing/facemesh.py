@@ -22,6 +22,9 @@ from infra.models import ModelStore
 from infra.onnx_graph import batchable
 from infra.ort import make_session
 
+#: Registry name of the FaceMesh landmark model.
+MODEL_NAME = "facemesh_468"
+
 #: Input side of the network, pixels.
 INPUT_SIZE = 192
 
@@ -95,7 +98,7 @@ class FaceMesh:
         mean: float = DEFAULT_MEAN,
         std: float = DEFAULT_STD,
     ):
-        graph = batchable(onnx.load(str(store.path("facemesh_468"))))
+        graph = batchable(onnx.load(str(store.path(MODEL_NAME))))
         self.session = make_session(graph.SerializeToString(), threads=threads, use_gpu=use_gpu)
         self.input_name = self.session.get_inputs()[0].name
         self.crop_scale = float(crop_scale)

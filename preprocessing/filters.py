@@ -1,8 +1,9 @@
 """The filter funnel over the detection table (driver side, vectorised).
 
-Filters run in a fixed order, each on the rows the previous ones kept, and each records
-its reason, a human-readable detail and the measured value it decided on; the funnel
-counts every step separately (seed 000 §III.A, Fig. 4):
+:data:`FUNNEL` is the table of steps. They run in its order, each on the rows the previous
+ones kept; each step owns its rejection reasons and returns the rows it rejects with a
+detail in words and the measured value it decided on; the funnel counts every step
+separately (seed 000 §III.A, Fig. 4):
 
 1. ``listed`` — the reader's own rejections (listed twice, unsupported extension)
 2. ``duplicate_entries`` — VGGFace2 ``x_01``/``x_02`` splits of one photo
@@ -12,55 +13,135 @@ counts every step separately (seed 000 §III.A, Fig. 4):
 6. ``size`` — lower quantile of face size, and an absolute minimum
 7. ``aspect`` — image height/width band
 8. ``tilt`` — roll (eye landmarks), yaw and pitch (FSA-Net)
+
+Adding a filter is adding a row to :data:`FUNNEL` (and its settings to
+:class:`~preprocessing.config.FiltersConfig`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
 
 from preprocessing.config import FiltersConfig, PrepareConfig, SplitConfig
-from preprocessing.decode import Reason as DecodeReason
 from preprocessing.records import KEPT, REJECTED, Reason
 
-READER_REASONS = {Reason.LISTED_TWICE, Reason.UNSUPPORTED_EXTENSION}
-DECODE_REASONS = {
-    DecodeReason.UNREADABLE,
-    DecodeReason.EMPTY,
-    DecodeReason.NOT_AN_IMAGE,
-    DecodeReason.TOO_LARGE,
-    DecodeReason.CORRUPT,
+#: Reasons set by the source readers, applied at the ``listed`` step.
+READER_REASONS = (Reason.LISTED_TWICE, Reason.UNSUPPORTED_EXTENSION)
+#: Reasons set by decoding and the detection pass, applied at the ``readable`` step.
+DECODE_REASONS = (
+    Reason.UNREADABLE,
+    Reason.EMPTY_FILE,
+    Reason.NOT_AN_IMAGE,
+    Reason.TOO_LARGE,
+    Reason.CORRUPT_IMAGE,
     Reason.DETECT_ERROR,
-}
+)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """The rows one filter step rejects.
+
+    Attributes
+    ----------
+    mask : bool Series indexed like the decisions table (NaN counts as False); only rows
+        still kept are rejected.
+    reason : a :class:`Reason`, or a per-row Series of reason strings.
+    detail : words for the manifest's ``detail`` column, scalar or per-row Series.
+    columns : further columns written on the rejected rows (``near_duplicate_of``).
+    thresholds : values computed from the data, for the dataset card (px).
+    """
+
+    mask: pd.Series
+    reason: pd.Series | str
+    detail: pd.Series | str
+    columns: dict[str, pd.Series] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FilterStep:
+    """One named step of the funnel.
+
+    Attributes
+    ----------
+    name : step name in ``funnel.csv`` and the card's ``funnel`` list.
+    reasons : the only reasons the step may give (:meth:`Funnel.apply` checks).
+    fn : ``fn(funnel) -> Rejection | None``; reads ``funnel.df`` (rows still kept:
+        ``funnel.kept``) and ``funnel.filters``; None when the step is switched off.
+    """
+
+    name: str
+    reasons: tuple[Reason, ...]
+    fn: Callable[[Funnel], Rejection | None]
 
 
 class Funnel:
-    """Applies rejections to a decisions table and counts them per step."""
+    """The decisions table while the funnel runs, and the count of every step.
 
-    def __init__(self, df: pd.DataFrame):
+    Parameters
+    ----------
+    detections : one row per input (``DETECTION_SCHEMA`` columns); ``reason`` and
+        ``detail`` already hold reader and decoding rejections, which are moved to
+        :attr:`earlier` and applied at their own steps.
+    filters : the filter settings.
+    """
+
+    def __init__(self, detections: pd.DataFrame, filters: FiltersConfig):
+        df = detections.copy()
+        df["status"] = KEPT
+        df["aspect"] = (df["height"] / df["width"].where(df["width"] > 0)).astype(float)
+        df["near_duplicate_of"] = None
+        self.earlier = df["reason"].copy()
+        self.earlier_detail = df["detail"].fillna("")
+        df["reason"] = None
         self.df = df
+        self.filters = filters
         self.steps = [{"step": "input", "rejected": 0, "remaining": len(df)}]
+        self.thresholds: dict[str, float] = {}
 
     @property
     def kept(self) -> pd.Series:
+        """Bool Series: rows no step has rejected yet."""
         return self.df["status"] == KEPT
 
-    def reject(
-        self, step: str, mask: pd.Series, reason: pd.Series | str, detail: pd.Series | str
-    ) -> None:
-        """Reject kept rows where ``mask`` holds; reason/detail are scalars or per-row."""
-        hit = mask.fillna(False).astype(bool) & self.kept
+    def apply(self, step: FilterStep) -> None:
+        """Run ``step`` on the rows still kept, reject what it returns and count it.
+
+        Raises ValueError when the step gives a reason it does not own.
+        """
+        rejection = step.fn(self)
+        if rejection is None:
+            self.count(step.name, 0)
+            return
+        hit = rejection.mask.fillna(False).astype(bool) & self.kept
+        _check_reasons(step, rejection.reason, hit)
         self.df.loc[hit, "status"] = REJECTED
-        for col, value in (("reason", reason), ("detail", detail)):
-            self.df.loc[hit, col] = value[hit] if isinstance(value, pd.Series) else value
-        self.count(step, int(hit.sum()))
+        values = {"reason": rejection.reason, "detail": rejection.detail, **rejection.columns}
+        for col, value in values.items():
+            if isinstance(value, pd.Series):
+                self.df.loc[hit, col] = value[hit]
+            else:
+                self.df.loc[hit, col] = str(value)
+        self.thresholds.update(rejection.thresholds)
+        self.count(step.name, int(hit.sum()))
 
     def count(self, step: str, rejected: int) -> None:
+        """Append ``{"step", "rejected", "remaining"}`` to :attr:`steps`."""
         self.steps.append({"step": step, "rejected": rejected, "remaining": int(self.kept.sum())})
+
+
+def _check_reasons(step: FilterStep, reason: pd.Series | str, hit: pd.Series) -> None:
+    given = set(reason[hit].dropna()) if isinstance(reason, pd.Series) else {reason}
+    if not given <= set(step.reasons):
+        raise ValueError(f"filter step {step.name!r} gave {sorted(given)}, owns {step.reasons}")
 
 
 def duplicate_entry_groups(listed: pd.Series, pattern: str) -> pd.Series:
@@ -112,8 +193,123 @@ def near_duplicates(df: pd.DataFrame, max_distance: int) -> tuple[pd.Series, pd.
     return of, dist
 
 
+def _listed(funnel: Funnel) -> Rejection:
+    """The readers' rejections: a file listed twice, an unsupported extension."""
+    mask = funnel.earlier.isin(READER_REASONS)
+    return Rejection(mask, funnel.earlier, funnel.earlier_detail)
+
+
+def _duplicate_entries(funnel: Funnel) -> Rejection | None:
+    """Every member of an ``x_01``/``x_02`` group split from one photo (seed 000)."""
+    f = funnel.filters.duplicate_entries
+    if not f.enabled:
+        return None
+    sizes = duplicate_entry_groups(funnel.df["listed"], f.pattern)
+    detail = "one of " + sizes.astype(str) + " entries split from one photo"
+    return Rejection(sizes > 1, Reason.DUPLICATE_ENTRY, detail)
+
+
+def _readable(funnel: Funnel) -> Rejection:
+    """Decoding and detection failures found by the detection pass."""
+    mask = funnel.earlier.isin(DECODE_REASONS)
+    return Rejection(mask, funnel.earlier, funnel.earlier_detail)
+
+
+def _near_duplicates(funnel: Funnel) -> Rejection | None:
+    """Near-duplicate photos within an identity (:func:`near_duplicates`)."""
+    f = funnel.filters.near_duplicates
+    if not f.enabled:
+        return None
+    df = funnel.df
+    live = df[funnel.kept & df["phash"].notna()]
+    found, dist = near_duplicates(live, f.max_distance)
+    of = found.reindex(df.index)
+    detail = "pHash distance " + dist.reindex(df.index).fillna(-1).astype(int).astype(str)
+    detail = detail + " to " + of.fillna("")
+    return Rejection(of.notna(), Reason.NEAR_DUPLICATE, detail, {"near_duplicate_of": of})
+
+
+def _single_face(funnel: Funnel) -> Rejection:
+    """No face, or a second face (``detection.min_relative_size``)."""
+    df = funnel.df
+    faces = df["num_faces"].fillna(0).astype(int)
+    none = faces == 0
+    reason = np.where(none, Reason.NO_FACE, Reason.MULTIPLE_FACES)
+    detail = np.where(
+        none, "no face above the score threshold", "faces counted: " + faces.astype(str)
+    )
+    return Rejection(
+        faces != 1, pd.Series(reason, index=df.index), pd.Series(detail, index=df.index)
+    )
+
+
+def _size(funnel: Funnel) -> Rejection:
+    """Faces under the ``drop_fraction`` quantile of face size or under ``min_face`` px.
+
+    The quantile is taken over the faces still kept when this step runs, i.e. after the
+    single-face step (every earlier step applied).
+    """
+    f = funnel.filters.size
+    df = funnel.df
+    sizes = df.loc[funnel.kept, "face_size"].astype(float)
+    quantile = float(sizes.quantile(f.drop_fraction)) if len(sizes) else 0.0
+    limit = max(quantile if f.drop_fraction > 0 else 0.0, f.min_face)
+    detail = (
+        df["face_size"].round(1).astype(str) + f" px < {limit:.1f} px (quantile "
+        f"{f.drop_fraction:g} = {quantile:.1f}, minimum {f.min_face:g})"
+    )
+    thresholds = {"face_size_quantile": quantile, "face_size_limit": limit}
+    mask = df["face_size"].astype(float) < limit
+    return Rejection(mask, Reason.SMALL_FACE, detail, thresholds=thresholds)
+
+
+def _aspect(funnel: Funnel) -> Rejection:
+    """Image height/width inside or outside the ``[low, high]`` band."""
+    a = funnel.filters.aspect
+    df = funnel.df
+    inside = (df["aspect"] >= a.low) & (df["aspect"] <= a.high)
+    bad = {"outside": inside, "inside": ~inside, "all": pd.Series(False, index=df.index)}[a.keep]
+    detail = (
+        "height/width " + df["aspect"].round(3).astype(str) + f", keep {a.keep} "
+        f"[{a.low:g}, {a.high:g}]"
+    )
+    return Rejection(bad, Reason.ASPECT_RATIO, detail)
+
+
+def _tilt(funnel: Funnel) -> Rejection:
+    """|roll| (eye landmarks), |yaw| or |pitch| (FSA-Net) over the limits, degrees."""
+    t = funnel.filters.tilt
+    df = funnel.df
+    over_roll = df["eye_roll"].abs() > t.max_roll
+    over_yaw = df["yaw"].abs() > t.max_yaw
+    over_pitch = df["pitch"].abs() > t.max_pitch
+    detail = (
+        "roll "
+        + df["eye_roll"].round(1).astype(str)
+        + ", yaw "
+        + df["yaw"].round(1).astype(str)
+        + ", pitch "
+        + df["pitch"].round(1).astype(str)
+        + " degrees"
+    )
+    return Rejection(over_roll | over_yaw | over_pitch, Reason.TILTED, detail)
+
+
+#: The funnel, in application order: adding a filter is adding a row.
+FUNNEL: tuple[FilterStep, ...] = (
+    FilterStep("listed", READER_REASONS, _listed),
+    FilterStep("duplicate_entries", (Reason.DUPLICATE_ENTRY,), _duplicate_entries),
+    FilterStep("readable", DECODE_REASONS, _readable),
+    FilterStep("near_duplicates", (Reason.NEAR_DUPLICATE,), _near_duplicates),
+    FilterStep("single_face", (Reason.NO_FACE, Reason.MULTIPLE_FACES), _single_face),
+    FilterStep("size", (Reason.SMALL_FACE,), _size),
+    FilterStep("aspect", (Reason.ASPECT_RATIO,), _aspect),
+    FilterStep("tilt", (Reason.TILTED,), _tilt),
+)
+
+
 def decide(detections: pd.DataFrame, cfg: PrepareConfig) -> tuple[pd.DataFrame, list[dict], dict]:
-    """Apply the funnel.
+    """Apply the funnel (:data:`FUNNEL`, in order).
 
     Parameters
     ----------
@@ -125,94 +321,19 @@ def decide(detections: pd.DataFrame, cfg: PrepareConfig) -> tuple[pd.DataFrame, 
     -------
     decisions : copy with ``status``, ``reason``, ``detail``, ``aspect``,
         ``near_duplicate_of`` filled in.
-    funnel : ``[{"step", "rejected", "remaining"}, …]`` in application order.
-    thresholds : values computed from the data (the face-size quantile, px).
+    funnel : ``[{"step", "rejected", "remaining"}, …]``: ``input``, then one entry per
+        step of :data:`FUNNEL`.
+    thresholds : values computed from the data (the face-size quantile and limit, px).
+
+    Raises
+    ------
+    ValueError
+        A step gave a reason it does not own (a bug in a step).
     """
-    f: FiltersConfig = cfg.filters
-    df = detections.copy()
-    df["status"] = KEPT
-    df["aspect"] = (df["height"] / df["width"].where(df["width"] > 0)).astype(float)
-    df["near_duplicate_of"] = None
-    funnel = Funnel(df)
-    earlier = df["reason"].copy()  # reader and decoding rejections, applied at their step
-    details = df["detail"].fillna("")
-    df["reason"] = None
-    funnel.reject("listed", earlier.isin(READER_REASONS), earlier, details)
-
-    if f.duplicate_entries.enabled:
-        sizes = duplicate_entry_groups(df["listed"], f.duplicate_entries.pattern)
-        funnel.reject(
-            "duplicate_entries",
-            sizes > 1,
-            Reason.DUPLICATE_ENTRY,
-            "one of " + sizes.astype(str) + " entries split from one photo",
-        )
-    else:
-        funnel.count("duplicate_entries", 0)
-
-    funnel.reject("readable", earlier.isin(DECODE_REASONS), earlier, details)
-
-    if f.near_duplicates.enabled:
-        live = df[funnel.kept & df["phash"].notna()]
-        of, dist = near_duplicates(live, f.near_duplicates.max_distance)
-        df.loc[of.index, "near_duplicate_of"] = of
-        detail = "pHash distance " + dist.reindex(df.index).fillna(-1).astype(int).astype(str)
-        detail = detail + " to " + df["near_duplicate_of"].fillna("")
-        funnel.reject(
-            "near_duplicates", df["near_duplicate_of"].notna(), Reason.NEAR_DUPLICATE, detail
-        )
-    else:
-        funnel.count("near_duplicates", 0)
-
-    faces = df["num_faces"].fillna(0).astype(int)
-    none = faces == 0
-    funnel.reject(
-        "single_face",
-        faces != 1,
-        pd.Series(np.where(none, Reason.NO_FACE, Reason.MULTIPLE_FACES), index=df.index),
-        pd.Series(
-            np.where(
-                none, "no face above the score threshold", "faces counted: " + faces.astype(str)
-            ),
-            index=df.index,
-        ),
-    )
-
-    sizes = df.loc[funnel.kept, "face_size"].astype(float)
-    quantile = float(sizes.quantile(f.size.drop_fraction)) if len(sizes) else 0.0
-    limit = max(quantile if f.size.drop_fraction > 0 else 0.0, f.size.min_face)
-    size_detail = (
-        df["face_size"].round(1).astype(str) + f" px < {limit:.1f} px (quantile "
-        f"{f.size.drop_fraction:g} = {quantile:.1f}, minimum {f.size.min_face:g})"
-    )
-    funnel.reject("size", df["face_size"].astype(float) < limit, Reason.SMALL_FACE, size_detail)
-
-    a = f.aspect
-    inside = (df["aspect"] >= a.low) & (df["aspect"] <= a.high)
-    bad = {"outside": inside, "inside": ~inside, "all": pd.Series(False, index=df.index)}[a.keep]
-    funnel.reject(
-        "aspect",
-        bad,
-        Reason.ASPECT_RATIO,
-        "height/width " + df["aspect"].round(3).astype(str) + f", keep {a.keep} "
-        f"[{a.low:g}, {a.high:g}]",
-    )
-
-    t = f.tilt
-    over_roll = df["eye_roll"].abs() > t.max_roll
-    over_yaw = df["yaw"].abs() > t.max_yaw
-    over_pitch = df["pitch"].abs() > t.max_pitch
-    tilt_detail = (
-        "roll "
-        + df["eye_roll"].round(1).astype(str)
-        + ", yaw "
-        + df["yaw"].round(1).astype(str)
-        + ", pitch "
-        + df["pitch"].round(1).astype(str)
-        + " degrees"
-    )
-    funnel.reject("tilt", over_roll | over_yaw | over_pitch, Reason.TILTED, tilt_detail)
-    return df, funnel.steps, {"face_size_quantile": quantile, "face_size_limit": limit}
+    funnel = Funnel(detections, cfg.filters)
+    for step in FUNNEL:
+        funnel.apply(step)
+    return funnel.df, funnel.steps, funnel.thresholds
 
 
 def _rank(seed: int, identity: str) -> str:

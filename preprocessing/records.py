@@ -3,13 +3,17 @@
 The manifest (``manifest.parquet``) has exactly one row per input file: ``status`` is
 ``kept`` or ``rejected``, ``reason`` says which step rejected it, ``detail`` says why in
 words, and the measured values behind every decision (image size, pHash, face count, face
-size, aspect ratio, pose) sit beside it.
+size, aspect ratio, pose) sit beside it. ``path`` and ``mask_path`` are relative to
+``paths.data_root`` for files under it (absolute only for a source outside it), so the
+manifest and the detection chunks hold no path of the machine and hash the same in every
+clone.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 
 import pyarrow as pa
 
@@ -17,23 +21,40 @@ KEPT = "kept"
 REJECTED = "rejected"
 
 
-class Reason:
-    """Rejection reasons besides those of decoding (:class:`preprocessing.decode.Reason`).
+class Reason(StrEnum):
+    """Why an input was rejected: the manifest's ``reason`` column (values are plain strings).
 
-    In funnel order: listing, duplicate entries, decoding, near duplicates, face count,
-    size, aspect ratio, tilt, annotation.
+    The one list of reasons of the stage, grouped by the funnel step that assigns them
+    (:data:`preprocessing.filters.FUNNEL`): ``listed`` (readers), ``duplicate_entries``,
+    ``readable`` (decoding, :mod:`preprocessing.decode`, and the detection pass),
+    ``near_duplicates``, ``single_face``, ``size``, ``aspect``, ``tilt``, then ``annotated``
+    (pass 2).
     """
 
+    # listed — the source readers
     LISTED_TWICE = "listed_twice"
     UNSUPPORTED_EXTENSION = "unsupported_extension"
+    # duplicate_entries
     DUPLICATE_ENTRY = "duplicate_entry"
+    # readable — decoding (preprocessing.decode) and the detection pass
+    UNREADABLE = "unreadable"
+    EMPTY_FILE = "empty_file"
+    NOT_AN_IMAGE = "not_an_image"
+    TOO_LARGE = "too_large"
+    CORRUPT_IMAGE = "corrupt_image"
     DETECT_ERROR = "detect_error"
+    # near_duplicates
     NEAR_DUPLICATE = "near_duplicate"
+    # single_face
     NO_FACE = "no_face"
     MULTIPLE_FACES = "multiple_faces"
+    # size
     SMALL_FACE = "small_face"
+    # aspect
     ASPECT_RATIO = "aspect_ratio"
+    # tilt
     TILTED = "tilted"
+    # annotated — pass 2
     ANNOTATE_ERROR = "annotate_error"
 
 
@@ -45,11 +66,14 @@ class InputItem:
     ----------
     key : stable sample key, ``sha1(source + "/" + listed path)[:16]`` (hex).
     source : source name from the config.
-    path : absolute file path.
+    path : file path relative to ``paths.data_root`` (POSIX) when the file lies under it,
+        absolute otherwise (:func:`preprocessing.sources.data_relative`); open it through
+        :meth:`infra.paths.ProjectPaths.data_path`.
     listed : the path as the source listed it (relative to its root).
     identity : identity label ``source:label`` (kept when the label has a prefix); None
         when the source has none.
-    mask_path : ground-truth label map of the image (CelebAMask-HQ), if any.
+    mask_path : ground-truth label map of the image (CelebAMask-HQ), if any; stored like
+        ``path``.
     reason, detail : set when the reader already rejects the file (e.g. unsupported
         extension); None otherwise.
     """
@@ -60,7 +84,7 @@ class InputItem:
     listed: str
     identity: str | None
     mask_path: str | None = None
-    reason: str | None = None
+    reason: Reason | None = None
     detail: str = ""
 
     def to_row(self) -> dict:

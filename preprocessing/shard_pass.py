@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import webdataset as wds
 
-from infra.models import ModelStore
+from infra.paths import ProjectPaths
 from preprocessing.annotate import FaceAnnotator
 from preprocessing.config import PrepareConfig
 
@@ -57,13 +57,20 @@ def read_sidecar(shard_dir: Path, plan: str, fingerprint: str) -> list[dict] | N
 
 class WriteShards:
     """Callable class for ``Dataset.map_batches`` over shard plans
-    (``{"shard", "rows", "fingerprint"}``)."""
+    (``{"shard", "rows", "fingerprint"}``).
 
-    def __init__(self, cfg: PrepareConfig, models_dir: str, shard_dir: str):
+    Parameters
+    ----------
+    cfg : prepare config.
+    paths : project paths (models; rows' paths resolve against ``paths.data_root``).
+    shard_dir : folder the tars and sidecars are written to.
+    """
+
+    def __init__(self, cfg: PrepareConfig, paths: ProjectPaths, shard_dir: str):
         self.cfg = cfg
         self.shard_dir = Path(shard_dir)
         self.annotator = FaceAnnotator(
-            cfg, ModelStore(models_dir), cfg.ray.threads_per_actor, cfg.ray.gpus_per_actor > 0
+            cfg, paths, cfg.ray.threads_per_actor, cfg.ray.gpus_per_actor > 0
         )
 
     def _annotated(self, rows: list[dict], outcomes: list[dict]):

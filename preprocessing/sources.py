@@ -2,7 +2,10 @@
 
 Every file a reader lists becomes one manifest row. Folder readers list every regular file
 (hidden ones excepted) in sorted order; files whose extension is not an image extension
-are listed as rejected (``unsupported_extension``) rather than silently skipped.
+are listed as rejected (``unsupported_extension``) rather than silently skipped. Item paths
+are stored relative to ``paths.data_root`` (:func:`data_relative`), so the stage's outputs
+hold no absolute path of the machine; :meth:`ProjectPaths.data_path` turns them back into
+files.
 """
 
 from __future__ import annotations
@@ -35,8 +38,35 @@ def _walk(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
+def data_relative(path: Path, data_root: Path) -> str:
+    """How a file is stored in the manifest: relative to ``data_root`` when under it.
+
+    Parameters
+    ----------
+    path : absolute file path as a reader found it.
+    data_root : ``paths.data_root`` (absolute).
+
+    Returns
+    -------
+    str
+        The POSIX path relative to ``data_root`` when ``path`` lies under it (no ``..``
+        part), else ``path`` unchanged (absolute). ``ProjectPaths.data_path`` of the result
+        is ``path`` again.
+    """
+    try:
+        rel = Path(path).relative_to(data_root)
+    except ValueError:
+        return str(path)
+    return str(path) if ".." in rel.parts else rel.as_posix()
+
+
 def _item(
-    cfg: SourceConfig, path: Path, listed: str, identity: str | None, mask: Path | None = None
+    cfg: SourceConfig,
+    paths: ProjectPaths,
+    path: Path,
+    listed: str,
+    identity: str | None,
+    mask: Path | None = None,
 ) -> InputItem:
     reason, detail = None, ""
     if path.suffix.lower() not in {e.lower() for e in cfg.extensions}:
@@ -45,10 +75,10 @@ def _item(
     return InputItem(
         key=make_key(cfg.name, listed),
         source=cfg.name,
-        path=str(path),
+        path=data_relative(path, paths.data_root),
         listed=listed,
         identity=identity,
-        mask_path=str(mask) if mask is not None else None,
+        mask_path=data_relative(mask, paths.data_root) if mask is not None else None,
         reason=reason,
         detail=detail,
     )
@@ -81,7 +111,7 @@ def read_identity_csv(cfg: SourceConfig, paths: ProjectPaths) -> list[InputItem]
             if listed:
                 p = Path(listed)
                 path = p if p.is_absolute() else root / p
-                items.append(_item(cfg, path, listed, _label(cfg.name, row.get("identity"))))
+                items.append(_item(cfg, paths, path, listed, _label(cfg.name, row.get("identity"))))
     return items
 
 
@@ -93,7 +123,7 @@ def read_vggface2(cfg: SourceConfig, paths: ProjectPaths) -> list[InputItem]:
     for f in _walk(root):
         rel = f.relative_to(root)
         identity = _label(cfg.name, rel.parts[0]) if len(rel.parts) > 1 else None
-        items.append(_item(cfg, f, rel.as_posix(), identity))
+        items.append(_item(cfg, paths, f, rel.as_posix(), identity))
     return items
 
 
@@ -124,14 +154,15 @@ def read_celebahq(cfg: SourceConfig, paths: ProjectPaths) -> list[InputItem]:
         rel = f.relative_to(root).as_posix()
         mask = masks / f"{f.stem}.png" if masks is not None else None
         identity = _label(cfg.name, ids.get(f.name) or ids.get(rel))
-        items.append(_item(cfg, f, rel, identity, mask if mask and mask.is_file() else None))
+        mask = mask if mask and mask.is_file() else None
+        items.append(_item(cfg, paths, f, rel, identity, mask))
     return items
 
 
 def read_folder(cfg: SourceConfig, paths: ProjectPaths) -> list[InputItem]:
     """Any folder tree; no identities."""
     root = _folder(cfg, paths)
-    return [_item(cfg, f, f.relative_to(root).as_posix(), None) for f in _walk(root)]
+    return [_item(cfg, paths, f, f.relative_to(root).as_posix(), None) for f in _walk(root)]
 
 
 READERS = {
@@ -143,7 +174,24 @@ READERS = {
 
 
 def read_sources(sources: list[SourceConfig], paths: ProjectPaths) -> list[InputItem]:
-    """All inputs of all sources, in listing order."""
+    """All inputs of all sources, in listing order.
+
+    Parameters
+    ----------
+    sources : the configured sources (``prepare.sources``).
+    paths : project paths; source paths resolve against ``paths.data_root`` and item paths
+        are stored relative to it (:func:`data_relative`).
+
+    Returns
+    -------
+    list[InputItem]
+        One item per listed file; files a reader rejects carry their ``reason``.
+
+    Raises
+    ------
+    ConfigError
+        A source's folder, CSV or identity file is missing or malformed.
+    """
     items: list[InputItem] = []
     for cfg in sources:
         items.extend(READERS[cfg.kind](cfg, paths))

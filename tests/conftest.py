@@ -105,7 +105,7 @@ def write_inputs(folder: Path) -> tuple[list[dict], dict]:
     Returns (source configs, expected) where expected holds the CSV counts and, per folder
     source, {listed path: expected reason or None}.
     """
-    from .badfiles import make_bad_inputs
+    from tests.preprocessing.badfiles import make_bad_inputs
 
     csv_path, expected = write_subset_csv(folder / "inputs")
     bad = make_bad_inputs(folder / "bad")
@@ -184,7 +184,7 @@ def prepared(tmp_path_factory):
     """Run the prepare job once on the subset; returns (paths, card, expected, out_dir)."""
     from infra.config import build
     from preprocessing.config import PrepareConfig
-    from preprocessing.job import run_prepare
+    from preprocessing.prepare import prepare
 
     tmp = tmp_path_factory.mktemp("prepared")
     sources, expected = write_inputs(tmp)
@@ -192,5 +192,5 @@ def prepared(tmp_path_factory):
     paths = ProjectPaths.resolve(PathsConfig(**params["paths"]))
     cfg = build(PrepareConfig, params["prepare"], "prepare")
     out_dir = paths.stage_dir("prepare")
-    card = run_prepare(cfg, paths, out_dir, track=False)
+    card = prepare(cfg, paths, out_dir, track=False)
     return paths, card, expected, out_dir, params

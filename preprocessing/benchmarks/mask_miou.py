@@ -25,9 +25,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from infra.geometry import transform_points
 from infra.models import ModelStore
 from infra.paths import ProjectPaths
-from preprocessing.align import align_face, transform_points
+from preprocessing.align import align_face
 from preprocessing.config import DetectionConfig
 from preprocessing.decode import load_image
 from preprocessing.detect import FaceDetector

@@ -8,8 +8,8 @@ Three measurements on the same images, in one run, printed as a table:
   SCRFD at 640 → FSA-Net pose → align (ArcFace 112 + the configured crops) → embed →
   FaceMesh → label map, every model called per face with onnxruntime/torch default
   threading (all cores).
-* ``ray xN``: the prepare job's two passes (:func:`preprocessing.job.detect_all` and
-  :func:`preprocessing.job.write_all_shards`) with N actors of one thread each, producing
+* ``ray xN``: the prepare job's two passes (:func:`preprocessing.prepare.detect_all` and
+  :func:`preprocessing.prepare.write_all_shards`) with N actors of one thread each, producing
   the same annotations plus shards; Ray start-up is excluded, actor start-up is included.
 
 Figures: faces/s, faces/s per core used, and the peak resident memory of one worker
@@ -137,7 +137,7 @@ def run_ray(cfg_dict: dict, paths: ProjectPaths, actors: int, items) -> dict:
     from preprocessing.annotate import resolve_mask_backend
     from preprocessing.config import PrepareConfig
     from preprocessing.filters import assign_split, decide, plan_shards
-    from preprocessing.job import detect_all, write_all_shards
+    from preprocessing.prepare import detect_all, write_all_shards
 
     cfg = build(
         PrepareConfig,
@@ -160,12 +160,12 @@ def run_ray(cfg_dict: dict, paths: ProjectPaths, actors: int, items) -> dict:
         match = lambda p: any("MapWorker" in a for a in (p.info["cmdline"] or []))  # noqa: E731
         with RssSampler(match) as rss:
             t0 = time.perf_counter()
-            det = detect_all(items, cfg, store, out)
+            det = detect_all(items, cfg, paths, out)
             t1 = time.perf_counter()
             dec, _, _ = decide(det, cfg)
             dec["split"] = assign_split(dec, cfg.split)
             plans = plan_shards(dec[dec.status == "kept"], cfg.shards.max_samples)
-            res = write_all_shards(plans, dec, cfg, store, backend, out / "shards")
+            res = write_all_shards(plans, dec, cfg, paths, backend, out / "shards")
             t2 = time.perf_counter()
     faces = int(pd.Series(res["ok"]).sum())
     return {
@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> None:
         f"mask backend {cfg.annotate.mask_backend}, FaceMesh {cfg.annotate.landmarks_468}"
     )
 
-    rows = [run_naive([i.path for i in items], paths.models_dir, crops, cfg.annotate.mask_backend)]
+    files = [str(paths.data_path(i.path)) for i in items]
+    rows = [run_naive(files, paths.models_dir, crops, cfg.annotate.mask_backend)]
     for n in [int(a) for a in args.actors.split(",")]:
         rows.append(run_ray(cfg_dict, paths, n, items))
     base = rows[0]["faces"] / rows[0]["seconds"] / rows[0]["cores"]

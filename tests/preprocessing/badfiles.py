@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .conftest import FACES
+from tests.conftest import FACES
 
 FACE = FACES / "misc_single" / "inspireface_Rob_Lowe_0001.jpg"
 #: Distinct single-face photos, one per awkward variant (so none is a near duplicate).

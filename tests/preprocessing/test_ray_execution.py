@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import small_params, write_vgg_tree
+from tests.conftest import small_params, write_vgg_tree
 
 BIN = Path(sys.executable).parent
 
@@ -35,6 +35,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_killed_run_resumes_to_identical_shards(prepared, tmp_path):
     _, _, _, reference_dir, params = prepared
     params = {**params, "paths": {**params["paths"], "output_dir": str(tmp_path / "out")}}
@@ -139,6 +140,7 @@ def _submit(address: str, env: dict, *entrypoint: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_ray_job_submit_prepare(ray_head, tmp_path):
     inputs = tmp_path / "vgg"
     expected = write_vgg_tree(inputs)
@@ -160,6 +162,7 @@ def test_ray_job_submit_prepare(ray_head, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_ray_job_submit_torchrun_training(ray_head, prepared, tmp_path):
     _, _, _, prep_dir, params = prepared
     out = tmp_path / "out"

@@ -6,9 +6,8 @@ from infra.config import ConfigError
 from infra.paths import PathsConfig, ProjectPaths
 from preprocessing.config import SourceConfig
 from preprocessing.records import make_key
-from preprocessing.sources import read_sources
-
-from .conftest import FACES
+from preprocessing.sources import data_relative, read_sources
+from tests.conftest import FACES
 
 
 def _paths(root: Path) -> ProjectPaths:
@@ -80,3 +79,19 @@ def test_several_sources_and_clear_errors(tmp_path):
         read_sources([SourceConfig(name="x", kind="identity_csv", path=str(bad))], _paths(tmp_path))
     with pytest.raises(ValueError, match="celebahq"):
         SourceConfig(name="x", kind="folder", path="p", masks="m")
+
+
+def test_paths_stored_relative_to_data_root(tmp_path):
+    for rel in ["data/vgg/n001/a.jpg", "data/vgg/n002/b c.jpg", "elsewhere/c.jpg"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    root = tmp_path / "data"
+    paths = _paths(root)
+    items = read_sources([SourceConfig(name="v", kind="vggface2", path="vgg")], paths)
+    assert [i.path for i in items] == ["vgg/n001/a.jpg", "vgg/n002/b c.jpg"]
+    assert all(paths.data_path(i.path).is_file() for i in items)
+    # a source outside data_root keeps absolute paths
+    outside = SourceConfig(name="o", kind="folder", path=str(tmp_path / "elsewhere"))
+    assert [i.path for i in read_sources([outside], paths)] == [str(tmp_path / "elsewhere/c.jpg")]
+    assert data_relative(root / ".." / "x.jpg", root) == str(root / ".." / "x.jpg")
+    assert data_relative(root / "a" / "x.jpg", root) == "a/x.jpg"

@@ -9,8 +9,7 @@ from infra.models import ModelStore
 from preprocessing.config import DetectionConfig
 from preprocessing.decode import load_image
 from preprocessing.detect import FaceDetector
-
-from .conftest import FACES
+from tests.conftest import FACES
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,14 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+import pytest
 import webdataset as wds
 
-from preprocessing.dataset_card import DatasetCard
+from infra.dataset_format import DatasetCard
+
+# every test here reads the session's whole prepare run (the `prepared` fixture)
+pytestmark = pytest.mark.integration
 
 
 def _manifest(out_dir):
@@ -37,8 +42,8 @@ def test_manifest_has_one_row_per_input(prepared):
 def test_group_and_empty_photos_rejected_with_reason(prepared):
     _, _, expected, out_dir, _ = prepared
     m = _manifest(out_dir)
-    multi = m[m["path"].str.contains("/multi_face/")]
-    none = m[m["path"].str.contains("/no_face/")]
+    multi = m[m["path"].str.startswith("multi_face/")]  # relative to data_root
+    none = m[m["path"].str.startswith("no_face/")]
     assert len(multi) == expected["multi"] and (multi.reason == "multiple_faces").all()
     assert (multi.num_faces > 1).all()
     assert len(none) == expected["none"] and (none.reason == "no_face").all()
@@ -94,3 +99,25 @@ def test_shards_hold_aligned_faces_and_annotations(prepared):
         eye = (mesh[33, :2] + mesh[133, :2]) / 2
         assert np.linalg.norm(eye - lm[0]) < 12
     assert n == card.splits["train"].num_samples
+
+
+def test_outputs_hold_no_path_of_the_machine(prepared):
+    paths, _, _, out_dir, _ = prepared
+    m = _manifest(out_dir)
+    subset = m[m["source"] == "subset"]
+    under_root = subset[~subset["listed"].str.endswith("corrupt.jpg")]
+    # files under data_root are stored relative to it and resolve back to the same file
+    assert len(under_root) and not under_root["path"].str.startswith("/").any()
+    for rel, listed in zip(under_root["path"], under_root["listed"], strict=True):
+        assert paths.data_path(rel) == paths.data_root / rel
+        assert str(paths.data_path(rel)) == listed  # the CSV lists absolute paths
+    # sources outside data_root (the test's temporary folders) keep absolute paths
+    assert m.loc[m["source"] == "vgg", "path"].str.startswith("/").all()
+    root = str(paths.data_root)
+    for chunk in sorted((out_dir / "detections").glob("*.parquet")):
+        table = pq.read_table(chunk).to_pandas()
+        assert not table["path"].str.startswith(root).any(), chunk
+        assert not table["mask_path"].dropna().str.startswith(root).any(), chunk
+    for f in [out_dir / "dataset.json", *out_dir.glob("funnel.*"), *out_dir.glob("shards/*.json")]:
+        if f.suffix != ".png":
+            assert root not in f.read_text(), f

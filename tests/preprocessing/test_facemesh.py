@@ -9,8 +9,7 @@ from preprocessing.decode import load_image
 from preprocessing.detect import FaceDetector
 from preprocessing.facemesh import FaceMesh, crop_matrix
 from preprocessing.parsing.facemesh_regions import LEFT_EYE, RIGHT_EYE
-
-from .conftest import FACES
+from tests.conftest import FACES
 
 LFW = FACES / "lfw_subset_krasserm"
 #: Frontal LFW faces whose largest SCRFD detection is the central face.

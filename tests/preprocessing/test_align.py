@@ -2,13 +2,12 @@ import cv2
 import numpy as np
 import pytest
 
+from infra.geometry import invert_affine, transform_points
 from preprocessing.align import (
     ARCFACE_112,
     align_face,
-    invert_affine,
     similarity_transform,
     template_points,
-    transform_points,
 )
 
 

@@ -5,8 +5,7 @@ import pytest
 from PIL import Image
 
 from preprocessing.decode import decode_image, load_image
-
-from .badfiles import PHOTOS, huge_header_png, make_bad_inputs, rgb_of
+from tests.preprocessing.badfiles import PHOTOS, huge_header_png, make_bad_inputs, rgb_of
 
 
 @pytest.fixture(scope="module")

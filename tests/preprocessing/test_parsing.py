@@ -22,8 +22,7 @@ from preprocessing.parsing import (
     raf_regions,
 )
 from preprocessing.parsing.facexlib_backends import BISENET_TO_CELEBAMASK, FacexlibBackend
-
-from .conftest import FACES
+from tests.conftest import FACES
 
 CELEBAMASK = FACES / "celebamask_hq_ce7454_train"
 

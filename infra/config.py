@@ -71,11 +71,24 @@ def apply_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, A
 
 
 def build(cls: type[ConfigT], section: dict[str, Any] | None, name: str) -> ConfigT:
-    """Validate one section into ``cls``; a validation failure names the section."""
+    """Validate one section into ``cls``; :class:`ConfigError` names each bad setting by its
+    dotted key (``train.aei_net.data.intra: …``), one line per problem."""
     try:
         return cls.model_validate(section or {})
     except ValidationError as e:
-        raise ConfigError(f"invalid `{name}` section in params:\n{e}") from e
+        raise ConfigError(
+            f"invalid `{name}` settings in params:\n" + describe_validation_error(e, name)
+        ) from e
+
+
+def describe_validation_error(error: ValidationError, prefix: str) -> str:
+    """One line per pydantic error: ``<prefix>.<dotted key>: <message>``."""
+    lines = []
+    for err in error.errors():
+        key = ".".join([prefix, *(str(p) for p in err["loc"])])
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
 
 
 def load_stage(
@@ -100,16 +113,10 @@ def load_stage(
 
 
 def resolved_dict(cfg: BaseModel, paths: ProjectPaths, section: str) -> dict[str, Any]:
-    """The stage config plus absolute paths, as plain YAML-able data."""
-    return {
-        "paths": {
-            "data_root": str(paths.data_root),
-            "models_dir": str(paths.models_dir),
-            "output_dir": str(paths.output_dir),
-            "tracking_uri": paths.tracking_uri,
-        },
-        section: cfg.model_dump(mode="json"),
-    }
+    """The stage config and the ``paths`` settings as given (relative paths stay relative,
+    so the file is the same on every machine), as plain YAML-able data."""
+    settings = paths.settings or PathsConfig()
+    return {"paths": settings.model_dump(mode="json"), section: cfg.model_dump(mode="json")}
 
 
 def write_resolved(cfg: BaseModel, paths: ProjectPaths, section: str, out_dir: Path) -> Path:

@@ -59,6 +59,8 @@ class ModelSpec:
     file : path of the weights relative to the models directory.
     sha256 : hex digest of that file; None when no digest could be pinned (the loader then
         accepts the file and logs the digest it found, so it can be pinned).
+    sha256_prefix : the leading hex digits of the digest that the publisher gives (torch hub
+        file names carry 8 of them); checked when ``sha256`` is None.
     url : canonical download URL.
     licence : licence of the weights.
     input : input contract.
@@ -78,6 +80,7 @@ class ModelSpec:
     archive_member: str | None = None
     package: str | None = None
     notes: str = ""
+    sha256_prefix: str | None = None
 
 
 def _gh(repo: str, commit: str, path: str) -> str:
@@ -263,13 +266,14 @@ REGISTRY: dict[str, ModelSpec] = {
             task="fid",
             file="fid/pt_inception-2015-12-05-6726825d.pth",
             sha256=None,
+            sha256_prefix="6726825d",
             url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
             "pt_inception-2015-12-05-6726825d.pth",
             licence="Apache-2.0 (pytorch-fid; weights converted from TensorFlow's FID Inception)",
             input=InputSpec(shape=(None, 3, 299, 299), mean=0.0, std=255.0),
             notes="FID InceptionV3 of pytorch-fid (pool3, 2048-d): a state_dict of torchvision's "
-            "Inception3 with the FID blocks. The file name carries the first 8 hex digits of "
-            "its SHA-256 (6726825d); evaluation.fid checks that prefix.",
+            "Inception3 with the FID blocks. pytorch-fid publishes only the first 8 hex digits "
+            "of its SHA-256 (in the file name, torch hub's rule); the store checks them.",
         ),
         ModelSpec(
             name="dlib_resnet",
@@ -295,6 +299,21 @@ REGISTRY: dict[str, ModelSpec] = {
         ),
     ]
 }
+
+
+def model_names(task: str) -> list[str]:
+    """Registered model names of one ``task`` (e.g. ``recognition``), in registry order;
+    every list of model names a config accepts comes from here."""
+    return [name for name, spec in REGISTRY.items() if spec.task == task]
+
+
+def check_model_name(name: str, task: str) -> str:
+    """``name`` if it is a registered model of ``task``; else ValueError listing the
+    registered choices (for config validators, whose error names the setting)."""
+    choices = model_names(task)
+    if name not in choices:
+        raise ValueError(f"{name!r} is not a registered {task} model; choose one of {choices}")
+    return name
 
 
 class ModelError(RuntimeError):
@@ -388,6 +407,11 @@ class ModelStore:
                 + _where_to_get(spec, target)
             )
         actual = file_sha256(target)
+        if spec.sha256 is None and spec.sha256_prefix and not actual.startswith(spec.sha256_prefix):
+            raise ModelChecksumError(
+                f"model {name!r}: file {target} has sha256 {actual}, expected a digest "
+                f"starting {spec.sha256_prefix}. " + _where_to_get(spec, target)
+            )
         if spec.sha256 is None:
             log.warning(
                 "model %r: checksum not pinned in the registry; using %s (sha256 %s)",

@@ -62,6 +62,9 @@ class ProjectPaths:
         MLflow tracking URI (``sqlite:///abs/path.db`` by default).
     experiment : str
         MLflow experiment every stage logs to (``MLFLOW_EXPERIMENT_NAME`` overrides).
+    settings : PathsConfig
+        The settings as given (environment overrides applied, relative paths kept): what a
+        resolved config records, so it holds no absolute path of the machine that ran it.
     """
 
     data_root: Path
@@ -69,6 +72,7 @@ class ProjectPaths:
     output_dir: Path
     tracking_uri: str
     experiment: str = "faceswap"
+    settings: PathsConfig | None = None
 
     @classmethod
     def resolve(cls, cfg: PathsConfig | None = None, base: Path | None = None) -> ProjectPaths:
@@ -76,21 +80,27 @@ class ProjectPaths:
         cfg = cfg or PathsConfig()
         base = (base or Path.cwd()).resolve()
 
-        def pick(env: str, value: str) -> Path:
-            raw = os.environ.get(env) or value
+        given = PathsConfig(
+            data_root=os.environ.get(ENV_DATA_ROOT) or cfg.data_root,
+            models_dir=os.environ.get(ENV_MODELS_DIR) or cfg.models_dir,
+            output_dir=os.environ.get(ENV_OUTPUT_DIR) or cfg.output_dir,
+            tracking_uri=os.environ.get(ENV_TRACKING_URI) or cfg.tracking_uri,
+            experiment=os.environ.get(ENV_EXPERIMENT) or cfg.experiment,
+        )
+
+        def absolute(raw: str) -> Path:
             p = Path(raw).expanduser()
             return (p if p.is_absolute() else base / p).resolve()
 
-        output_dir = pick(ENV_OUTPUT_DIR, cfg.output_dir)
-        tracking = os.environ.get(ENV_TRACKING_URI) or cfg.tracking_uri
-        if not tracking:
-            tracking = f"sqlite:///{output_dir / 'mlflow' / 'mlflow.db'}"
+        output_dir = absolute(given.output_dir)
+        tracking = given.tracking_uri or f"sqlite:///{output_dir / 'mlflow' / 'mlflow.db'}"
         return cls(
-            data_root=pick(ENV_DATA_ROOT, cfg.data_root),
-            models_dir=pick(ENV_MODELS_DIR, cfg.models_dir),
+            data_root=absolute(given.data_root),
+            models_dir=absolute(given.models_dir),
             output_dir=output_dir,
             tracking_uri=tracking,
-            experiment=os.environ.get(ENV_EXPERIMENT) or cfg.experiment,
+            experiment=given.experiment,
+            settings=given,
         )
 
     def stage_dir(self, stage: str) -> Path:

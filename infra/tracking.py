@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +50,37 @@ class CsvSink:
             csv.writer(f).writerow([step, *(metrics.get(k, "") for k in self.fields[1:])])
 
 
+class TrackingUnreachableError(ConnectionError):
+    """The MLflow tracking server named by ``paths.tracking_uri`` does not answer."""
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """For an ``http(s)://`` tracking URI, connect to its host and port once; raise
+    :class:`TrackingUnreachableError` naming the URI and the fix instead of letting the
+    MLflow client retry for minutes. Other URIs (``sqlite:``, ``file:``) are local."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout_s).close()
+    except OSError as e:
+        raise TrackingUnreachableError(
+            f"MLflow tracking server {uri} is unreachable ({e.strerror or e}): start it, or "
+            "point paths.tracking_uri / MLFLOW_TRACKING_URI at a running one (null = a local "
+            "SQLite store)"
+        ) from None
+
+
 class MlflowSink:
     """One MLflow run in ``paths.experiment`` of ``paths.tracking_uri``; resumes ``run_id``
     when given (evaluation adds to the training run)."""
 
     def __init__(self, paths: ProjectPaths, run_name: str, run_id: str | None = None):
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        check_reachable(paths.tracking_uri)
         import mlflow
 
         self.mlflow = mlflow

@@ -2,12 +2,16 @@
 
 Each subcommand is a thin entry point: read ``params.yaml`` → build the stage's typed
 config (with ``--set key=value`` overrides) → validate → write the resolved config next
-to the outputs → run. ``--dry-run`` prints the resolved config and exits.
+to the outputs → run. ``--dry-run`` prints the resolved config and exits. A user error (a
+bad setting, a stage run before its inputs exist, a missing model file, an unreachable
+tracking server) prints one ``error:`` message naming the cause and the fix and exits 2.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +20,29 @@ import yaml
 
 from infra.config import ConfigError, load_stage, resolved_dict, write_resolved
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help=__doc__,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@contextlib.contextmanager
+def user_errors(*stage_errors: type[BaseException]) -> Iterator[None]:
+    """Turn a user error — a bad setting, a missing input or model file, an unreachable
+    tracking server, or one of the stage's own ``stage_errors`` — into ``error: <message>``
+    on stderr and exit status 2."""
+    from infra.models import ModelError
+    from infra.tracking import TrackingUnreachableError
+
+    known = (ConfigError, FileNotFoundError, ModelError, TrackingUnreachableError)
+    try:
+        yield
+    except (*known, *stage_errors) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Path of params.yaml.")]
 SetOpt = Annotated[
@@ -49,11 +75,8 @@ def _setup_logging() -> None:
 
 
 def _load(cls, section: str, params: Path, overrides: list[str] | None, dry_run: bool):
-    try:
+    with user_errors():
         cfg, paths = load_stage(cls, section, params, overrides or [])
-    except ConfigError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
     if dry_run:
         typer.echo(yaml.safe_dump(resolved_dict(cfg, paths, section), sort_keys=False))
         raise typer.Exit(0)
@@ -71,10 +94,12 @@ def prepare(
 ) -> None:
     """Detect, filter, align and embed faces with Ray; write WebDataset shards + manifest."""
     from preprocessing.config import PrepareConfig
-    from preprocessing.job import run_prepare
+    from preprocessing.parsing.base import BackendUnavailableError
+    from preprocessing.prepare import prepare as run_prepare
 
     cfg, paths, out_dir = _load(PrepareConfig, "prepare", params, set_, dry_run)
-    run_prepare(cfg, paths, out_dir)
+    with user_errors(BackendUnavailableError):
+        run_prepare(cfg, paths, out_dir)
 
 
 @app.command()
@@ -87,7 +112,7 @@ def train(
         typer.Option("--local_rank", "--local-rank", hidden=True, help="Set by `deepspeed`."),
     ] = None,
 ) -> None:
-    """Train a face swapper (AEI-Net, GHOST, SimSwap) on the prepared shards with DeepSpeed.
+    """Train a registered face swapper on the prepared shards with DeepSpeed.
 
     One process: `fsp train`. Several: `torchrun --nproc_per_node N $(which fsp) train`, or
     `deepspeed --num_gpus N $(which fsp) train` (a hostfile for several nodes).
@@ -95,12 +120,14 @@ def train(
     import os
 
     from training.config import TrainConfig
-    from training.loop import train as run_train
+    from training.train import BadStepsError
+    from training.train import train as run_train
 
     if local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(local_rank))
     cfg, paths, out_dir = _load(TrainConfig, "train", params, set_, dry_run)
-    run_train(cfg, paths, out_dir)
+    with user_errors(BadStepsError):
+        run_train(cfg, paths, out_dir)
 
 
 @app.command()
@@ -111,16 +138,19 @@ def evaluate(
 ) -> None:
     """Swap held-out source/target pairs; write metrics.json and the face matrix."""
     from evaluation.config import EvaluateConfig
-    from evaluation.swap_eval import evaluate as run_evaluate
+    from evaluation.evaluate import evaluate as run_evaluate
 
     cfg, paths, out_dir = _load(EvaluateConfig, "evaluate", params, set_, dry_run)
-    run_evaluate(cfg, paths, out_dir)
+    with user_errors():
+        run_evaluate(cfg, paths, out_dir)
 
 
 @app.command()
 def compare(
     params: ParamsOpt = Path("params.yaml"),
-    experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "faceswap",
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default: paths.experiment).")
+    ] = None,
     param: Annotated[list[str] | None, typer.Option(help="Param column (repeatable).")] = None,
     metric: Annotated[list[str] | None, typer.Option(help="Metric column (repeatable).")] = None,
     last: Annotated[int, typer.Option(help="Newest runs shown.")] = 20,
@@ -129,13 +159,15 @@ def compare(
     import pandas as pd
 
     from evaluation.compare import compare_runs
+    from infra.tracking import check_reachable
 
-    paths = _paths(params)
-    try:
-        table = compare_runs(paths, experiment, param, metric, last)
-    except ValueError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
+    with user_errors():
+        paths = _paths(params)
+        check_reachable(paths.tracking_uri)
+        try:
+            table = compare_runs(paths, experiment or paths.experiment, param, metric, last)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
     if table.empty:
         typer.echo("no evaluated runs yet")
         return
@@ -150,7 +182,8 @@ def models(params: ParamsOpt = Path("params.yaml")) -> None:
     """List registered models and whether each is present and verified in the models dir."""
     from infra.models import REGISTRY, ModelError, ModelFileMissingError, ModelStore
 
-    paths = _paths(params)
+    with user_errors():
+        paths = _paths(params)
     store = ModelStore(paths.models_dir)
     typer.echo(f"models dir: {paths.models_dir}")
     for name, spec in REGISTRY.items():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, create_model, model_validator
+from pydantic import Field, create_model, field_validator
 
 from infra.config import StrictConfig
 from training.registry import SWAPPERS
@@ -106,14 +106,14 @@ class TrainSettingsConfig(StrictConfig):
         """The chosen swapper's data recipe."""
         return self.section.data
 
-    @model_validator(mode="after")
-    def _known_model(self) -> TrainSettingsConfig:
-        if self.model not in SWAPPERS:
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        if name not in SWAPPERS:
             raise ValueError(
-                f"train.model {self.model!r} is not a registered swapper; choose one of "
-                f"{', '.join(SWAPPERS)}"
+                f"{name!r} is not a registered swapper; choose one of {', '.join(SWAPPERS)}"
             )
-        return self
+        return name
 
 
 #: The ``train`` stage: the shared settings plus one ``train.<name>`` section per row of

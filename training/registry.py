@@ -34,7 +34,8 @@ SWAPPERS: dict[str, Swapper] = {
     for row in (
         Swapper(
             name="aei_net",
-            title="FaceShifter AEI-Net (thesis §4.2, seed 003)",
+            title="FaceShifter AEI-Net: U-Net attribute encoder, AAD ResBlk generator "
+            "(thesis §4.2, eq. 4.3–4.7)",
             config=FaceShifterConfig,
             generator=AEINet,
             discriminator=MultiscaleDiscriminator,
@@ -44,13 +45,13 @@ SWAPPERS: dict[str, Swapper] = {
         ),
         Swapper(
             name="ghost",
-            title="GHOST: AEI-Net with `aad_units` per AAD ResBlk (seed 001 §III.B)",
+            title="GHOST: AEI-Net with `aad_units` per AAD ResBlk (release: 2; seed 001 §III.A)",
             config=GhostConfig,
             generator=AEINet,
             discriminator=MultiscaleDiscriminator,
             objective=GhostObjective,
             losses="FaceShifter's terms, reconstruction on same-person pairs, adversarial on "
-            "different-person pairs, eye-landmark heatmap loss",
+            "different-person pairs, eye loss on PFLD eye-landmark heatmaps (§III.B)",
         ),
         Swapper(
             name="simswap",
@@ -130,10 +131,15 @@ def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[nn.M
 
 
 def model_table_markdown() -> str:
-    """The README's model table (model, generator, losses; weights in ``params.yaml``)."""
+    """The README's model table: name, swapper, losses, and the default loss weights and
+    data recipe read from each section class (so the table cannot drift from the code)."""
     lines = [
-        "| `train.model` | swapper | losses (weights in `params.yaml: train.<model>.weights`) |",
-        "|---|---|---|",
+        "| `train.model` | swapper | losses | default weights | default data recipe |",
+        "|---|---|---|---|---|",
     ]
-    lines += [f"| `{r.name}` | {r.title} | {r.losses} |" for r in SWAPPERS.values()]
+    for r in SWAPPERS.values():
+        section = r.config()
+        weights = ", ".join(f"{k} {v:g}" for k, v in section.weights.model_dump().items())
+        recipe = ", ".join(f"{k} {v}" for k, v in section.data.model_dump().items())
+        lines.append(f"| `{r.name}` | {r.title} | {r.losses} | {weights} | {recipe} |")
     return "\n".join(lines)

@@ -189,11 +189,10 @@ def _loader(cfg: TrainConfig, card: DatasetCard, data_dir: Path, state: dict) ->
     )
 
 
-def build_run(cfg: TrainConfig, paths: ProjectPaths, out_dir: Path) -> Run:
-    """Card, objective, engines (identical initial weights on every rank), EMA, resume
-    state and loader. Raises DatasetMissingError before any work when prepare has not run."""
+def build_run(cfg: TrainConfig, paths: ProjectPaths, card: DatasetCard, out_dir: Path) -> Run:
+    """Objective, engines (identical initial weights on every rank), EMA, resume state and
+    loader for the prepared dataset described by ``card``."""
     data_dir = paths.stage_dir("prepare")
-    card = DatasetCard.load(data_dir)
     objective = build_objective(cfg, card, ModelStore(paths.models_dir))
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     g_engine = build_engine(build_generator(cfg, card.embedding.dim), cfg.generator, cfg.batch_size)
@@ -288,8 +287,9 @@ def train(cfg: TrainConfig, paths: ProjectPaths, out_dir: Path) -> dict:
     Raises DatasetMissingError when prepare has not run, ModelError when a frozen helper's
     weights are missing, and :class:`BadStepsError` after ``max_bad_steps`` bad steps.
     """
+    card = DatasetCard.load(paths.stage_dir("prepare"))  # before any work: prepare has run
     dist.init_distributed()
-    run = build_run(cfg, paths, out_dir)
+    run = build_run(cfg, paths, card, out_dir)
     tracker = open_tracker(run, paths, out_dir)
     log.info(
         "training %s (%s) from step %d to %d: batch %d x %d process(es), %d px, %d-d identity",

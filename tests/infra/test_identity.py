@@ -9,7 +9,7 @@ from preprocessing.config import DetectionConfig
 from preprocessing.decode import load_image
 from preprocessing.detect import FaceDetector
 
-from .conftest import FACES
+from tests.conftest import FACES
 
 IMAGES = [
     "lfw_subset_krasserm/Ariel_Sharon/Ariel_Sharon_0001.jpg",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import ROOT, small_params, write_subset_csv
+from tests.conftest import ROOT, small_params, write_subset_csv
 
 CODE = ["pipelines", "infra", "preprocessing", "training", "evaluation"]
 
@@ -22,6 +22,7 @@ def _run(cmd, cwd, env):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_dvc_repro_runs_prepare_train_evaluate(tmp_path):
     proj = tmp_path / "proj"
     proj.mkdir()

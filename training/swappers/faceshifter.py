@@ -67,7 +67,7 @@ class FaceShifterConfig(SwapperConfig):
         d = self.data
         refuse(
             self.weights.rec > 0 and (not d.has_intra or d.intra == "same_identity"),
-            "train.aei_net: the reconstruction loss (weights.rec > 0) fires only on pairs with "
+            "the reconstruction loss (weights.rec > 0) fires only on pairs with "
             f"X_s = X_t, which data (pairing={d.pairing}, same_ratio={d.same_ratio}, "
             f"intra={d.intra}) never draws; use intra=same_image with same_ratio > 0, or set "
             "weights.rec=0",

@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 from infra.config import StrictConfig
 from infra.frozen import FrozenOnnxModule
+from infra.models import check_model_name
 from training.losses import eye_heatmap_loss, hinge_g_real_loss, reconstruction_loss
 from training.swappers.base import DataRecipeConfig, PhaseResult, SwapperConfig, refuse
 from training.swappers.faceshifter import DEBUG_AEI, AEINetArchConfig, FaceShifterObjective
@@ -63,6 +64,12 @@ class GhostConfig(SwapperConfig):
     )
     weights: GhostWeightsConfig = Field(default_factory=GhostWeightsConfig)
     landmark_model: str = Field("pfld_68", description="Registry name of the eye-landmark net.")
+
+    @field_validator("landmark_model")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        return check_model_name(name, "landmarks")
+
     heatmap_sigma: float = Field(1.5, gt=0, description="Eye heatmap Gaussian σ, heatmap px.")
     heatmap_size: int = Field(64, ge=8, description="Eye heatmap side, px.")
     debug: AEINetArchConfig = Field(default_factory=lambda: DEBUG_AEI.model_copy())
@@ -72,13 +79,13 @@ class GhostConfig(SwapperConfig):
         d, w = self.data, self.weights
         refuse(
             w.rec > 0 and not d.has_intra,
-            "train.ghost: the reconstruction loss (weights.rec > 0) needs same-person pairs; "
+            "the reconstruction loss (weights.rec > 0) needs same-person pairs; "
             "data.same_ratio=0 with pairing=mixed never draws one (raise same_ratio or set "
             "weights.rec=0)",
         )
         refuse(
             w.adv > 0 and not d.has_inter,
-            "train.ghost: the adversarial loss (weights.adv > 0) fires on different-person "
+            "the adversarial loss (weights.adv > 0) fires on different-person "
             "pairs only; data.same_ratio=1 never draws one (lower same_ratio or set "
             "weights.adv=0)",
         )

@@ -80,7 +80,7 @@ class SimSwapConfig(SwapperConfig):
     def check_recipe(self) -> None:
         refuse(
             self.weights.rec > 0 and not self.data.has_intra,
-            "train.simswap: the reconstruction loss (weights.rec > 0) fires on intra-ID pairs "
+            "the reconstruction loss (weights.rec > 0) fires on intra-ID pairs "
             "only; data.pairing=mixed with same_ratio=0 never draws one (use "
             "pairing=alternate, raise same_ratio, or set weights.rec=0)",
         )

@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from infra.geometry import transform_points
 from infra.models import ModelStore
-from preprocessing.align import similarity_transform, transform_points
+from preprocessing.align import similarity_transform
 from preprocessing.facemesh import FaceMesh
 from preprocessing.headpose import HeadPose
 from preprocessing.parsing.facemesh_regions import LEFT_EYE, RIGHT_EYE

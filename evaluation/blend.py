@@ -35,7 +35,7 @@ import math
 import cv2
 import numpy as np
 
-from preprocessing.align import invert_affine, transform_points
+from infra.geometry import invert_affine, transform_points
 from preprocessing.parsing.base import FACE_INTERIOR
 from preprocessing.parsing.facemesh_regions import FACE_OVAL
 
@@ -231,6 +231,14 @@ def paste_back(
     S = swap.shape[0]
     if swap.shape != (S, S, 3) or swap.dtype != np.uint8:
         raise ValueError(f"swap: expected (S, S, 3) uint8, got {swap.shape} {swap.dtype}")
+    alpha_crop = _soft_mask(mask, S, blur_px)
+    return _warp_blend(frame, swap, M, alpha_crop)
+
+
+def _soft_mask(mask: np.ndarray, S: int, blur_px: float) -> np.ndarray:
+    """(S, S) float32 α in crop pixels: ``mask`` clipped to [0, 1]; with ``blur_px`` > 0,
+    zeroed within ``ceil(3 σ)`` px of the border and Gaussian-blurred (zero border).
+    ValueError on a mask of another shape or a negative ``blur_px``."""
     alpha_crop = np.asarray(mask, dtype=np.float32)
     if alpha_crop.shape != (S, S):
         raise ValueError(f"mask: expected ({S}, {S}), got {alpha_crop.shape}")
@@ -247,7 +255,15 @@ def paste_back(
         alpha_crop = cv2.GaussianBlur(
             alpha_crop, (0, 0), sigmaX=float(blur_px), borderType=cv2.BORDER_CONSTANT
         )
+    return alpha_crop
 
+
+def _warp_blend(
+    frame: np.ndarray, swap: np.ndarray, M: np.ndarray, alpha_crop: np.ndarray
+) -> np.ndarray:
+    """Warp the (S, S, 3) uint8 swap and its (S, S) α back with the inverse of ``M`` into the
+    frame's region the crop covers and alpha-blend there; (H, W, 3) uint8 out."""
+    S = swap.shape[0]
     H, W = frame.shape[:2]
     inv = invert_affine(M)
     corners = transform_points(np.array([[0, 0], [S, 0], [0, S], [S, S]], np.float64), inv)

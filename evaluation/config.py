@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from infra.config import StrictConfig
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BlendConfig(_Section):
+class BlendConfig(StrictConfig):
     """Pasting swaps back into the target frames (GHOST seed 001 §III.C)."""
 
     enabled: bool = Field(True, description="Blend swaps into the frames and score them again.")
@@ -30,12 +28,12 @@ class BlendConfig(_Section):
     examples: int = Field(8, ge=0, description="Blended frames drawn into blended.png.")
 
 
-class FidConfig(_Section):
+class FidConfig(StrictConfig):
     enabled: bool = Field(True, description="FID/KID of swaps against targets (InceptionV3).")
     kid_subset_size: int = Field(50, ge=2, description="KID subset size (capped by the count).")
 
 
-class EvaluateConfig(_Section):
+class EvaluateConfig(StrictConfig):
     """The ``evaluate`` stage: swap held-out identities N sources × M targets and score the
     swaps with models training never used."""
 
@@ -51,13 +49,11 @@ class EvaluateConfig(_Section):
     )
     recognizer: str = Field(
         "dlib_resnet",
-        description="Independent identity model: `dlib_resnet` or a registered "
-        "ONNX recognizer other than the one training used (e.g. arcface_w600k_r50).",
+        description="Recogniser, an identity encoder training never used: `dlib_resnet` or "
+        "a registered ONNX recognition model other than the training one "
+        "(e.g. arcface_w600k_r50).",
     )
     batch_size: int = Field(16, ge=1, description="Swaps per forward pass.")
     matrix_cell: int = Field(96, ge=32, description="Side of one face-matrix cell in pixels.")
     blend: BlendConfig = BlendConfig()
     fid: FidConfig = FidConfig()
-    experiment: str = Field(
-        "faceswap", description="MLflow experiment (when the training run is unknown)."
-    )

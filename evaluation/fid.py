@@ -17,7 +17,8 @@ download the weights, so the architecture is built here from its classes and the
 state_dict (pytorch-fid's key names) is loaded strictly. The weights are never downloaded and
 never replaced by another backbone: without them FID and KID are ``None`` and the status names
 the missing file. The file name carries the first 8 hex digits of the file's SHA-256
-(``6726825d``, torch hub's naming rule); :func:`load_fid_inception` checks it.
+(``6726825d``, torch hub's naming rule); the registry entry holds them (``sha256_prefix``)
+and :meth:`infra.models.ModelStore.path` checks them.
 
 How torchmetrics is fed: :class:`InceptionPool3` takes uint8 NCHW RGB in [0, 255] (the input
 torchmetrics hands a custom ``feature`` module with ``normalize=False``, unchanged), scales it
@@ -48,14 +49,14 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from infra.models import ModelChecksumError, ModelError, ModelStore, file_sha256
+from infra.models import REGISTRY, ModelChecksumError, ModelError, ModelStore, file_sha256
 
 log = logging.getLogger(__name__)
 
 #: Registry name of the FID InceptionV3 weights.
 MODEL_NAME = "inception_v3_fid"
-#: First 8 hex digits of the weights' SHA-256, carried by the file name.
-EXPECTED_SHA256_PREFIX = "6726825d"
+#: First 8 hex digits of the weights' SHA-256, carried by the file name (the registry's).
+EXPECTED_SHA256_PREFIX = REGISTRY[MODEL_NAME].sha256_prefix
 #: Dimension of the pool3 features.
 FEATURE_DIM = 2048
 #: KID subsets (torchmetrics' default) and default subset size.
@@ -190,17 +191,11 @@ def load_fid_inception(store: ModelStore, device: str | torch.device = "cpu") ->
     Raises
     ------
     ModelFileMissingError : the file is absent (message names the file and the URL).
-    ModelChecksumError : its SHA-256 does not start with :data:`EXPECTED_SHA256_PREFIX`.
+    ModelChecksumError : its SHA-256 does not start with the registry's ``sha256_prefix``
+        (:data:`EXPECTED_SHA256_PREFIX`; checked by :meth:`ModelStore.path`).
     RuntimeError : the state_dict keys or shapes differ from pytorch-fid's.
     """
     path = store.path(MODEL_NAME)
-    digest = file_sha256(path)
-    if not digest.startswith(EXPECTED_SHA256_PREFIX):
-        spec = store.spec(MODEL_NAME)
-        raise ModelChecksumError(
-            f"model {MODEL_NAME!r}: file {path} has sha256 {digest}, expected a digest "
-            f"starting with {EXPECTED_SHA256_PREFIX}. Download it from {spec.url}."
-        )
     net = build_fid_inception()
     state = torch.load(path, map_location="cpu", weights_only=True)
     net.load_state_dict(state, strict=True)
@@ -328,6 +323,57 @@ def _batches(images: np.ndarray, batch_size: int):
         yield torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).permute(0, 3, 1, 2)
 
 
+def _not_computed(subset: int, n_real: int, n_fake: int) -> dict:
+    """The result of :func:`fid_kid` before anything is computed (values None, no status)."""
+    return {
+        "fid": None,
+        "kid_mean": None,
+        "kid_std": None,
+        "status": "",
+        "feature_model": MODEL_NAME,
+        "kid_subset_size": subset,
+        "n_real": n_real,
+        "n_fake": n_fake,
+    }
+
+
+def _compute(
+    net: nn.Module,
+    real: np.ndarray,
+    fake: np.ndarray,
+    subset: int,
+    device: str | torch.device,
+    batch_size: int,
+) -> dict:
+    """:meth:`FeatureFID.compute` of the (N, H, W, 3) uint8 sets, fed in batches."""
+    metric = FeatureFID(net, kid_subset_size=subset, device=device)
+    for batch in _batches(real, batch_size):
+        metric.update(batch, real=True)
+    for batch in _batches(fake, batch_size):
+        metric.update(batch, real=False)
+    return metric.compute()
+
+
+def _inception_or_problem(
+    store: ModelStore, device: str | torch.device
+) -> tuple[InceptionPool3 | None, str]:
+    """(network, "") from :func:`load_fid_inception`, or (None, why not): the wrong or
+    missing file, the expected digest prefix and the download URL."""
+    spec = store.spec(MODEL_NAME)
+    target = (store.models_dir / spec.file).resolve()
+    try:
+        return load_fid_inception(store, device), ""
+    except ModelChecksumError:
+        return None, (
+            f"wrong file {target} (sha256 {file_sha256(target)}; expected sha256 "
+            f"prefix {spec.sha256_prefix}; download {spec.url})"
+        )
+    except ModelError:
+        return None, (
+            f"missing {target} (expected sha256 prefix {spec.sha256_prefix}; download {spec.url})"
+        )
+
+
 def fid_kid(
     real: np.ndarray,
     fake: np.ndarray,
@@ -367,40 +413,13 @@ def fid_kid(
     if kid_subset_size < 2:
         raise ValueError(f"kid_subset_size must be at least 2, got {kid_subset_size}")
     subset = min(int(kid_subset_size), len(real), len(fake))
-    result = {
-        "fid": None,
-        "kid_mean": None,
-        "kid_std": None,
-        "status": "",
-        "feature_model": MODEL_NAME,
-        "kid_subset_size": subset,
-        "n_real": len(real),
-        "n_fake": len(fake),
-    }
-    spec = store.spec(MODEL_NAME)
-    target = (store.models_dir / spec.file).resolve()
-    try:
-        net = load_fid_inception(store, device)
-    except ModelChecksumError:
-        result["status"] = (
-            f"not computed: wrong file {target} (sha256 {file_sha256(target)}; expected sha256 "
-            f"prefix {EXPECTED_SHA256_PREFIX}; download {spec.url})"
-        )
+    result = _not_computed(subset, len(real), len(fake))
+    net, problem = _inception_or_problem(store, device)
+    if net is None:
+        result["status"] = f"not computed: {problem}"
         log.warning("FID/KID %s", result["status"])
         return result
-    except ModelError:
-        result["status"] = (
-            f"not computed: missing {target} (expected sha256 prefix "
-            f"{EXPECTED_SHA256_PREFIX}; download {spec.url})"
-        )
-        log.warning("FID/KID %s", result["status"])
-        return result
-    metric = FeatureFID(net, kid_subset_size=subset, device=device)
-    for batch in _batches(real, batch_size):
-        metric.update(batch, real=True)
-    for batch in _batches(fake, batch_size):
-        metric.update(batch, real=False)
-    result.update(metric.compute())
+    result.update(_compute(net, real, fake, subset, device, batch_size))
     result["status"] = "computed"
     if subset < kid_subset_size:
         result["status"] += (

@@ -12,8 +12,6 @@ face (FaceShifter's protocol retrieves among all frames, targets included).
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +26,9 @@ from evaluation.attributes import (
     pose_error,
 )
 from evaluation.metrics import cosine_rows, top1_retrieval
-from preprocessing.align import transform_points
-from preprocessing.dataset_card import DatasetCard
-from training.data import read_shard
+from evaluation.recognizers import Recognizer
+from infra.dataset_format import DatasetCard, decode_files, read_shard
+from infra.geometry import transform_points
 
 #: Side the recogniser and attribute models see every face at (the prepared crop size is
 #: resized through the model resolution and back, so real and swapped faces match in blur).
@@ -39,8 +37,17 @@ SCORE_SIZE = 256
 
 @dataclass
 class EvalFace:
-    """One held-out face: crop (crop_size, RGB uint8), training-model embedding, metadata
-    (identity, path, transform, bbox…) and label map (crop_size, uint8) if the shard has it."""
+    """One held-out face of the prepared ``eval`` split.
+
+    Attributes
+    ----------
+    key : sample key.
+    identity : identity label ("" when unlabelled).
+    crop : (C, C, 3) uint8 RGB aligned crop, C = ``meta["crop_size"]``.
+    embedding : (D,) float32 L2-normalised embedding of training's identity encoder.
+    meta : the sample's metadata (identity, path, transform, bbox, landmarks…).
+    label_map : (C, C) uint8 CelebAMask-HQ label map, or None when the shard has none.
+    """
 
     key: str
     identity: str
@@ -50,24 +57,34 @@ class EvalFace:
     label_map: np.ndarray | None
 
 
+#: Sample files a held-out face is read from (``mask.png`` is optional).
+EVAL_FILES = ("jpg", "id.npy", "json", "mask.png")
+
+
 def load_eval_faces(card: DatasetCard, data_dir: Path) -> list[EvalFace]:
-    """Every face of the ``eval`` split, sorted by (identity, key)."""
+    """Every face of the ``eval`` split, sorted by (identity, key).
+
+    Samples are decoded by :func:`infra.dataset_format.decode_files`: crop (S, S, 3) uint8
+    RGB, embedding (D,) float32, metadata dict, label map (S, S) uint8 or None.
+
+    Raises
+    ------
+    KeyError : the card has no ``eval`` split, or a sample lacks ``jpg``, ``id.npy`` or
+        ``json``.
+    ValueError : a sample file cannot be decoded.
+    """
     faces = []
     for url in card.shard_paths(data_dir, "eval"):
-        for s in read_shard(url):
-            meta = json.loads(s["json"])
-            crop = cv2.imdecode(np.frombuffer(s["jpg"], np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
-            mask = None
-            if "mask.png" in s:
-                mask = cv2.imdecode(np.frombuffer(s["mask.png"], np.uint8), cv2.IMREAD_UNCHANGED)
+        for raw in read_shard(url):
+            s = decode_files(raw, EVAL_FILES)
             faces.append(
                 EvalFace(
                     key=s["__key__"],
-                    identity=meta.get("identity") or "",
-                    crop=np.ascontiguousarray(crop),
-                    embedding=np.load(io.BytesIO(s["id.npy"])),
-                    meta=meta,
-                    label_map=mask,
+                    identity=s["json"].get("identity") or "",
+                    crop=s["jpg"],
+                    embedding=s["id.npy"],
+                    meta=s["json"],
+                    label_map=s["mask.png"],
                 )
             )
     return sorted(faces, key=lambda f: (f.identity, f.key))
@@ -85,8 +102,22 @@ class Protocol:
 def choose(
     faces: list[EvalFace], num_sources: int, num_targets: int, per_identity: int
 ) -> Protocol:
-    """Pick sources, targets and pairs (see the module docstring). Raises ValueError when
-    fewer than two labelled identities are held out."""
+    """Pick sources, targets and pairs (the rule is in the module docstring).
+
+    Parameters
+    ----------
+    faces : held-out faces sorted by (identity, key); unlabelled ones are ignored.
+    num_sources, num_targets : identities (sorted) giving sources / targets.
+    per_identity : target faces per target identity.
+
+    Returns
+    -------
+    :class:`Protocol`; ``pairs`` has a RangeIndex and one row per distinct (target, source).
+
+    Raises
+    ------
+    ValueError : fewer than two labelled identities are held out.
+    """
     by_id: dict[str, list[int]] = {}
     for i, f in enumerate(faces):
         if f.identity:
@@ -115,7 +146,8 @@ def choose(
 
 
 def resize(images: np.ndarray, size: int) -> np.ndarray:
-    """(N, H, W, 3) uint8 → (N, size, size, 3) (area down, bilinear up)."""
+    """(N, H, W, 3) uint8 → (N, size, size, 3) uint8 (area down, bilinear up; the input
+    itself when already ``size``)."""
     if images.shape[1] == size:
         return images
     interp = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_LINEAR
@@ -123,7 +155,18 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def face_box(meta: dict, size: int) -> np.ndarray:
-    """The detector's face box mapped into a ``size`` crop (axis-aligned, x1 y1 x2 y2)."""
+    """The detector's face box mapped into a ``size`` crop.
+
+    Parameters
+    ----------
+    meta : sample metadata with ``bbox`` (image pixels), ``transform`` (2×3 image → crop)
+        and ``crop_size``.
+    size : side of the crop the box is wanted in.
+
+    Returns
+    -------
+    (4,) float64 axis-aligned box ``x1, y1, x2, y2`` in crop pixels.
+    """
     x1, y1, x2, y2 = meta["bbox"]
     corners = np.array([[x1, y1], [x2, y1], [x1, y2], [x2, y2]], np.float64)
     M = np.asarray(meta["transform"], np.float64) * (size / meta["crop_size"])
@@ -132,10 +175,27 @@ def face_box(meta: dict, size: int) -> np.ndarray:
 
 
 class Scorer:
-    """Scores outputs (one image per pair) with an independent recogniser and the attribute
-    models; the references (gallery, sources, targets) are measured once."""
+    """Scores outputs (one image per pair) with the recogniser (an identity encoder training
+    never used) and the attribute models; the references (gallery, sources, targets) are
+    measured once, at :data:`SCORE_SIZE` after a round trip through the model resolution.
 
-    def __init__(self, faces: list[EvalFace], recognizer, attrs: AttributeModels, model_size: int):
+    Parameters
+    ----------
+    faces : the held-out faces; gallery, sources and targets index into them.
+    recognizer : :class:`evaluation.recognizers.Recognizer` (``embed`` → (N, D) unit rows).
+    attrs : head pose and FaceMesh models.
+    model_size : generator resolution S.
+
+    Attributes
+    ----------
+    gallery : (F, D) recogniser embeddings of every face; ``gallery_ids`` (F,) identities.
+    boxes : (F, 4) face boxes at :data:`SCORE_SIZE`.
+    pose : (F, 3) yaw, pitch, roll in degrees; ``marks`` (F, 468, 3) FaceMesh landmarks.
+    """
+
+    def __init__(
+        self, faces: list[EvalFace], recognizer: Recognizer, attrs: AttributeModels, model_size: int
+    ):
         self.faces, self.rec, self.attrs, self.model_size = faces, recognizer, attrs, model_size
         crops = np.stack([f.crop for f in faces])
         self.reference = self.through_model(crops)  # (F, 256, 256, 3)
@@ -149,9 +209,21 @@ class Scorer:
         return resize(resize(images, self.model_size), SCORE_SIZE)
 
     def score(self, outputs: np.ndarray, pairs: pd.DataFrame) -> pd.DataFrame:
-        """Per-pair metrics of ``outputs`` ((P, S, S, 3) uint8 at the model resolution, one per
-        row of ``pairs``): identity cosine to the source face, retrieved identity, pose,
-        expression and eye-landmark errors against the target."""
+        """Per-pair metrics of generated faces.
+
+        Parameters
+        ----------
+        outputs : (P, S, S, 3) uint8 RGB at the model resolution, one per row of ``pairs``.
+        pairs : ``target`` and ``source`` face indices (and any further columns, kept).
+
+        Returns
+        -------
+        ``pairs`` with keys and identities of target and source, ``id_cosine`` (to the
+        source face, [-1, 1]), ``id_cosine_unswapped`` (target to source),
+        ``retrieved_identity`` (top-1 among all held-out faces), ``pose_error_deg``,
+        ``expression_error`` and ``eye_landmark_error`` (against the target; see
+        :mod:`evaluation.attributes`).
+        """
         out = resize(outputs, SCORE_SIZE)
         emb = self.rec.embed(out)
         t, s = pairs["target"].to_numpy(), pairs["source"].to_numpy()
@@ -176,9 +248,15 @@ class Scorer:
 
 
 def summarize(scored: pd.DataFrame) -> dict[str, float]:
-    """Aggregate the cross-identity pairs: identity retrieval (source and target), mean
-    identity cosine (and, for scale, the cosine of the unswapped target to the source),
-    pose/expression/eye errors."""
+    """Aggregate the cross-identity pairs of a :meth:`Scorer.score` table.
+
+    Returns
+    -------
+    ``id_retrieval_top1`` and ``target_retrieval_top1`` (fractions in [0, 1]: the swap is
+    retrieved as the source / the target), mean ``id_cosine`` (and, for scale,
+    ``id_cosine_unswapped``), mean ``pose_error_deg``, ``expression_error`` and
+    ``eye_landmark_error``; floats, NaN when there is no cross pair.
+    """
     cross = scored[scored["cross"]]
     return {
         "id_retrieval_top1": float((cross.retrieved_identity == cross.source_identity).mean()),

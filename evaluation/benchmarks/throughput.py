@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from evaluation.config import EvaluateConfig
-from evaluation.swap_eval import evaluate
+from evaluation.evaluate import evaluate
 from infra.config import load_stage
 
 

@@ -1,6 +1,8 @@
 """FID / KID: the math on hand-made features with known answers, the FID InceptionV3 loader
 (pytorch-fid's key names and forward pass) and the missing-weights status."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -142,6 +144,11 @@ def random_weights(tmp_path_factory):
     return models, net.state_dict(), file_sha256(path)
 
 
+def _accept_prefix(monkeypatch, prefix):
+    """Let the model store accept the random weights (their digest's prefix)."""
+    monkeypatch.setitem(REGISTRY, SPEC.name, dataclasses.replace(SPEC, sha256_prefix=prefix))
+
+
 def test_loader_rejects_a_digest_without_the_prefix(random_weights):
     models, _, digest = random_weights
     assert not digest.startswith(EXPECTED_SHA256_PREFIX)
@@ -160,7 +167,7 @@ def test_architecture_has_pytorch_fid_keys_and_forward(random_weights, monkeypat
     reference = pf_inception.InceptionV3([3]).eval()
     assert calls == [SPEC.url]  # pytorch-fid's URL is the registry's
 
-    monkeypatch.setattr(fid_mod, "EXPECTED_SHA256_PREFIX", digest[:8])
+    _accept_prefix(monkeypatch, digest[:8])
     net = load_fid_inception(ModelStore(models))
     assert isinstance(net, InceptionPool3) and not net.training
     images = torch.from_numpy(_images(3, 5, size=64)).permute(0, 3, 1, 2)
@@ -177,7 +184,7 @@ def test_architecture_has_pytorch_fid_keys_and_forward(random_weights, monkeypat
 
 def test_fid_kid_end_to_end_with_a_reduced_kid_subset(random_weights, monkeypatch):
     models, _, digest = random_weights
-    monkeypatch.setattr(fid_mod, "EXPECTED_SHA256_PREFIX", digest[:8])
+    _accept_prefix(monkeypatch, digest[:8])
     nets, seen = [], {True: [], False: []}
     load, update = fid_mod.load_fid_inception, FeatureFID.update
     monkeypatch.setattr(fid_mod, "load_fid_inception", lambda *a: nets.append(load(*a)) or nets[0])

@@ -15,15 +15,16 @@ from evaluation.blend import (
     paste_back,
     width_change,
 )
+from infra.geometry import invert_affine, transform_points
 from infra.models import ModelStore
-from preprocessing.align import align_face, invert_affine, transform_points
+from preprocessing.align import align_face
 from preprocessing.config import DetectionConfig
 from preprocessing.decode import load_image
 from preprocessing.detect import FaceDetector
 from preprocessing.facemesh import FaceMesh
 from preprocessing.parsing.facemesh_regions import FACE_OVAL
 
-from .conftest import FACES
+from ..conftest import FACES
 
 LFW = FACES / "lfw_subset_krasserm"
 CROP = 256

@@ -16,8 +16,8 @@ from evaluation.attributes import (
 )
 from evaluation.protocol import EvalFace, Scorer, choose, load_eval_faces, resize, summarize
 from evaluation.recognizers import build_recognizer
+from infra.geometry import transform_points
 from infra.models import ModelStore
-from preprocessing.align import transform_points
 
 
 def _face(key, identity):
@@ -99,14 +99,15 @@ def test_independent_recognizer_tells_held_out_identities_apart(eval_setup):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_evaluate_stage_and_compare(prepared, tmp_path):
     from evaluation.compare import compare_runs
     from evaluation.config import EvaluateConfig
-    from evaluation.swap_eval import evaluate
+    from evaluation.evaluate import evaluate
     from infra.config import build
     from infra.paths import PathsConfig, ProjectPaths
     from training.config import TrainConfig
-    from training.loop import train
+    from training.train import train
 
     _, _, _, prep_dir, params = prepared
     out = tmp_path / "out"

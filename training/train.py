@@ -168,8 +168,11 @@ def _resume(
     return tag, state
 
 
-def _loader(cfg: TrainConfig, card: DatasetCard, data_dir: Path, state: dict) -> EpochLoader:
-    """This rank's pair loader, positioned at the resumed step."""
+def make_loader(
+    cfg: TrainConfig, card: DatasetCard, data_dir: Path, state: dict, workers: int | None = None
+) -> EpochLoader:
+    """This rank's pair loader, positioned at the resumed step of ``state`` (``{}`` for a
+    fresh run); ``workers`` overrides ``train.data.num_workers``."""
     stream = ShardPairStream(
         card.shard_paths(data_dir, "train"),
         cfg.data,
@@ -182,7 +185,7 @@ def _loader(cfg: TrainConfig, card: DatasetCard, data_dir: Path, state: dict) ->
     )
     return EpochLoader(
         stream,
-        cfg.data.num_workers,
+        cfg.data.num_workers if workers is None else workers,
         cfg.data.steps_per_epoch,
         start_step=int(state.get("step", 0)),
         skipped_before=state.get("loader", {}).get("skipped_before", 0),
@@ -201,7 +204,7 @@ def build_run(cfg: TrainConfig, paths: ProjectPaths, card: DatasetCard, out_dir:
     ckpt_dir = out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     tag, state = _resume(cfg, ckpt_dir, g_engine, d_engine, ema)
-    loader = _loader(cfg, card, data_dir, state)
+    loader = make_loader(cfg, card, data_dir, state)
     fixed = fixed_pairs(card, data_dir, cfg.arch.image_size)
     return Run(cfg, card, objective, g_engine, d_engine, ema, loader, fixed, ckpt_dir, tag, state)
 

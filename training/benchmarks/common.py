@@ -12,9 +12,9 @@ from infra.config import load_stage
 from infra.dataset_format import DatasetCard
 from infra.models import ModelStore
 from training.config import TrainConfig
-from training.data import EpochLoader, ShardPairStream
+from training.data import EpochLoader
 from training.registry import SWAPPERS, build_discriminator, build_generator, build_objective
-from training.train import run_phases
+from training.train import make_loader, run_phases
 
 
 class BareEngine:
@@ -60,15 +60,8 @@ def setup(params: Path, model: str, overrides: list[str] | None = None):
 
 
 def loader_for(cfg: TrainConfig, card: DatasetCard, data_dir: Path, workers: int) -> EpochLoader:
-    stream = ShardPairStream(
-        card.shard_paths(data_dir, "train"),
-        cfg.data,
-        cfg.recipe,
-        cfg.batch_size,
-        cfg.arch.image_size,
-        seed=cfg.seed,
-    )
-    return EpochLoader(stream, workers, cfg.data.steps_per_epoch)
+    """The training loader of a fresh run with ``workers`` DataLoader workers."""
+    return make_loader(cfg, card, data_dir, {}, workers)
 
 
 def build_pair(cfg: TrainConfig, card: DatasetCard, deepspeed: bool):

@@ -140,15 +140,21 @@ class Objective:
     calls ``engine.backward``/``engine.step``. In ``Gmain`` the loop freezes D and passes
     ``d_engine.module`` (calling the engine would register a second backward with it).
 
-    ``G_STATS`` lists the statistics :meth:`generator_loss` reports.
+    ``G_STATS`` lists the statistics :meth:`generator_loss` reports; ``self.w`` holds the
+    section's loss weights and ``self.id_encoder`` the frozen identity encoder (embeddings
+    (B, D), L2-normalised, of faces (B, 3, S, S) in [-1, 1]).
     """
 
     G_STATS: ClassVar[tuple[str, ...]] = ()
 
+    def __init__(self, id_encoder: nn.Module, weights: StrictConfig):
+        self.id_encoder, self.w = id_encoder, weights
+
     @classmethod
     def build(cls, section: SwapperConfig, id_encoder: nn.Module, store: ModelStore) -> Objective:
-        """The objective with its frozen helper networks, built once per run."""
-        raise NotImplementedError
+        """The objective with its frozen helper networks, built once per run (the identity
+        encoder is built by the caller; a swapper that needs more overrides this)."""
+        return cls(id_encoder, section.weights)
 
     def generator_loss(
         self, g_engine, d_module: nn.Module, b: PairBatch

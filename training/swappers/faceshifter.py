@@ -25,7 +25,6 @@ from training.swappers.base import (
 )
 
 if TYPE_CHECKING:
-    from infra.models import ModelStore
     from training.data import PairBatch
 
 
@@ -84,13 +83,6 @@ class FaceShifterObjective(Objective):
         "Loss/G/att",
         "Loss/G/rec",
     )
-
-    def __init__(self, id_encoder: nn.Module, weights: FaceShifterWeightsConfig):
-        self.id_encoder, self.w = id_encoder, weights
-
-    @classmethod
-    def build(cls, section: FaceShifterConfig, id_encoder: nn.Module, store: ModelStore):
-        return cls(id_encoder, section.weights)
 
     def aei_terms(self, g_engine, d_module: nn.Module, b: PairBatch):
         """Swap X_t with z_id(X_s); returns (swap, per-scale D logits of the swap, L_id,

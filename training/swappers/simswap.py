@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from pydantic import Field
-from torch import nn
 
 from infra.config import StrictConfig
 from training.losses import (
@@ -31,7 +30,6 @@ from training.swappers.base import (
 )
 
 if TYPE_CHECKING:
-    from infra.models import ModelStore
     from training.data import PairBatch
 
 
@@ -97,13 +95,6 @@ class SimSwapObjective(Objective):
         "Loss/G/rec",
         "Loss/G/wfm",
     )
-
-    def __init__(self, id_encoder: nn.Module, weights: SimSwapWeightsConfig):
-        self.id_encoder, self.w = id_encoder, weights
-
-    @classmethod
-    def build(cls, section: SimSwapConfig, id_encoder: nn.Module, store: ModelStore):
-        return cls(id_encoder, section.weights)
 
     def generator_loss(self, g_engine, d_module, b: PairBatch) -> tuple[PhaseResult, torch.Tensor]:
         dtype = param_dtype(g_engine.module)

@@ -21,6 +21,7 @@ from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 
 from infra.dataset_format import DatasetCard
 from infra.frozen import FrozenOnnxModule
+from infra.geometry import l2_normalize
 from infra.models import ModelStore
 from infra.onnx_graph import batchable
 from infra.ort import make_session
@@ -77,7 +78,7 @@ class IdentityEncoder:
         # ArcFaceONNX takes BGR images and resizes them itself (cv2.dnn.blobFromImages).
         feats = self.model.get_feat([np.ascontiguousarray(f[..., ::-1]) for f in faces_rgb])
         feats = np.asarray(feats, dtype=np.float32).reshape(len(faces_rgb), -1)
-        return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+        return l2_normalize(feats, axis=1)
 
 
 class TorchIdentityEncoder(FrozenOnnxModule):

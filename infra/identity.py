@@ -36,7 +36,7 @@ def embedding_dim(model: onnx.ModelProto) -> int:
 
 
 class IdentityEncoder:
-    """onnxruntime identity embedder (insightface ``ArcFaceONNX``), batched.
+    """onnxruntime identity encoder (insightface ``ArcFaceONNX``), batched.
 
     Parameters
     ----------

@@ -108,7 +108,9 @@ class FaceAnnotator:
         store = ModelStore(paths.models_dir)
         self.cfg = cfg
         self.paths = paths
-        self.embedder = IdentityEncoder(store, cfg.identity_model, threads=threads, use_gpu=use_gpu)
+        self.identity_encoder = IdentityEncoder(
+            store, cfg.identity_model, threads=threads, use_gpu=use_gpu
+        )
         self.backend = resolve_mask_backend(cfg.annotate.mask_backend, store, threads)
         need_mesh = cfg.annotate.landmarks_468 or (self.backend and self.backend.name == "facemesh")
         self.facemesh = FaceMesh(store, threads=threads, use_gpu=use_gpu) if need_mesh else None
@@ -146,7 +148,7 @@ class FaceAnnotator:
             crops[c.name], transforms[c.name] = align_face(img, kps, c.size, c.template)
         primary = self.cfg.annotate.crops[0]
         M = transforms[primary.name]
-        face112, _ = align_face(img, kps, self.embedder.input_size, "arcface")
+        face112, _ = align_face(img, kps, self.identity_encoder.input_size, "arcface")
         meta = self._meta(row, kps, transforms)
         ann = FaceAnnotation(key=row["key"], crops=crops, face112=face112, meta=meta)
         ann.extras = {"image": img, "M": M, "kps": kps}
@@ -197,7 +199,7 @@ class FaceAnnotator:
         """Batched models over prepared faces: embeddings and label maps; frees the images."""
         if not anns:
             return
-        emb = self.embedder.embed(np.stack([a.face112 for a in anns]))
+        emb = self.identity_encoder.embed(np.stack([a.face112 for a in anns]))
         for a, e in zip(anns, emb, strict=True):
             a.embedding = e
         if self.backend is not None:

@@ -8,7 +8,6 @@ from preprocessing.align import align_face
 from preprocessing.config import DetectionConfig
 from preprocessing.decode import load_image
 from preprocessing.detect import FaceDetector
-
 from tests.conftest import FACES
 
 IMAGES = [
@@ -29,7 +28,7 @@ def aligned(models_dir):
     return store, np.stack(crops)
 
 
-def test_onnx_and_torch_embedders_agree(aligned):
+def test_onnx_and_torch_identity_encoders_agree(aligned):
     store, crops = aligned
     onnx_emb = IdentityEncoder(store, "mobilefacenet_128d")
     torch_enc = TorchIdentityEncoder(store, "mobilefacenet_128d")

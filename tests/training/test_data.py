@@ -10,8 +10,8 @@ import torch
 import webdataset as wds
 
 from training.config import DataConfig
-from training.swappers.base import DataRecipeConfig
 from training.data import EpochLoader, PairSampler, ShardPairStream, split_shards
+from training.swappers.base import DataRecipeConfig
 
 
 def _sample(i: int, identity: str, good: bool = True) -> dict:
@@ -93,9 +93,7 @@ def test_bad_samples_are_skipped_and_counted(tmp_path):
     bad = [_sample(100 + i, "p0", good=False) for i in range(3)]
     shard = _write_shard(tmp_path / "s.tar", good[:6] + bad + good[6:])
     cfg = DataConfig(buffer=8, interleave=1, steps_per_epoch=50, num_workers=0)
-    stream = ShardPairStream(
-        [shard], cfg, DataRecipeConfig(), batch_size=4, image_size=8, seed=0
-    )
+    stream = ShardPairStream([shard], cfg, DataRecipeConfig(), batch_size=4, image_size=8, seed=0)
     loader = EpochLoader(stream, num_workers=0, steps_per_epoch=50)
     for _ in range(20):
         b = next(loader)

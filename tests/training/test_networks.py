@@ -76,7 +76,7 @@ def test_losses_known_values():
 
 def test_aad_units_and_simswap_shapes():
     from training.networks.aei_net import AADResBlk
-    from training.networks.simswap import SimSwapGeneratorConfig, SimSwapGenerator
+    from training.networks.simswap import SimSwapGenerator, SimSwapGeneratorConfig
 
     blk = AADResBlk(8, 4, att_channels=3, id_dim=5, units=3)
     assert len(blk.aad) == 3 and blk.conv[-1].out_channels == 4

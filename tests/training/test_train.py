@@ -17,8 +17,8 @@ import yaml
 
 from infra.config import build
 from training.config import TrainConfig
-from training.train import train
 from training.registry import load_generator
+from training.train import train
 
 BIN = Path(sys.executable).parent
 

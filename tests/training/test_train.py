@@ -87,6 +87,7 @@ def _link_prepared(src: Path, out: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("model", "zero"),
     [("aei_net", 0), ("aei_net", 2), ("ghost", 0), ("ghost", 2), ("simswap", 0), ("simswap", 2)],
@@ -130,6 +131,7 @@ def test_two_process_gloo_training(prepared, tmp_path, model, zero):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_killed_training_resumes_to_the_same_state(prepared, tmp_path):
     _, _, _, prep_dir, params = prepared
     over = {
@@ -185,6 +187,7 @@ def test_killed_training_resumes_to_the_same_state(prepared, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_overfit_identity_loss_decreases(prepared, tmp_path):
     paths, _, _, _, params = prepared
     # an overfitting setting (not the paper's): strong identity weight, higher learning rate

@@ -144,7 +144,13 @@ TINY_SIMSWAP = {
 def small_params(out_dir: Path, sources: list[dict]) -> dict:
     """params.yaml content for fast runs on the subset."""
     return {
-        "paths": {"data_root": str(FACES), "models_dir": str(MODELS), "output_dir": str(out_dir)},
+        "paths": {  # every key, as in params.yaml (DVC stages list some of them)
+            "data_root": str(FACES),
+            "models_dir": str(MODELS),
+            "output_dir": str(out_dir),
+            "tracking_uri": None,
+            "experiment": "faceswap",
+        },
         "prepare": {
             "sources": sources,
             "filters": {"size": {"drop_fraction": 0.0, "min_face": 0}, "aspect": {"keep": "all"}},

@@ -62,6 +62,10 @@ FEATURE_DIM = 2048
 #: KID subsets (torchmetrics' default) and default subset size.
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 50
+#: Images per set below which FID is flagged ``reliable: false``: the pool3 features are
+#: 2048-d, so with fewer images the covariance Σ is singular (rank < N) and FID is biased
+#: upwards (Heusel et al. report FID on 50,000 images).
+FID_RELIABLE_MIN_IMAGES = 2048
 
 
 def build_fid_inception() -> nn.Module:
@@ -334,6 +338,8 @@ def _not_computed(subset: int, n_real: int, n_fake: int) -> dict:
         "kid_subset_size": subset,
         "n_real": n_real,
         "n_fake": n_fake,
+        "reliable": False,
+        "reliable_min_images": FID_RELIABLE_MIN_IMAGES,
     }
 
 
@@ -361,16 +367,17 @@ def _inception_or_problem(
     missing file, the expected digest prefix and the download URL."""
     spec = store.spec(MODEL_NAME)
     target = (store.models_dir / spec.file).resolve()
+    where = f"{spec.file} in the models directory"  # no machine path: metrics.json is portable
     try:
         return load_fid_inception(store, device), ""
     except ModelChecksumError:
         return None, (
-            f"wrong file {target} (sha256 {file_sha256(target)}; expected sha256 "
+            f"wrong file {where} (sha256 {file_sha256(target)}; expected sha256 "
             f"prefix {spec.sha256_prefix}; download {spec.url})"
         )
     except ModelError:
         return None, (
-            f"missing {target} (expected sha256 prefix {spec.sha256_prefix}; download {spec.url})"
+            f"missing {where} (expected sha256 prefix {spec.sha256_prefix}; download {spec.url})"
         )
 
 
@@ -399,9 +406,10 @@ def fid_kid(
     -------
     dict with ``fid``, ``kid_mean``, ``kid_std`` (floats, or None when not computed),
     ``status`` (``"computed"``, possibly followed by the reduced KID subset size, or
-    ``"not computed: missing <file> (expected sha256 prefix 6726825d; download <url>)"``),
-    ``feature_model`` (``"inception_v3_fid"``), ``kid_subset_size`` (used), ``n_real``,
-    ``n_fake``.
+    ``"not computed: missing <file> in the models directory (expected sha256 prefix
+    6726825d; download <url>)"``), ``feature_model`` (``"inception_v3_fid"``),
+    ``kid_subset_size`` (used), ``n_real``, ``n_fake``, ``reliable`` (True only when both
+    sets hold at least ``reliable_min_images`` = :data:`FID_RELIABLE_MIN_IMAGES` images).
 
     Raises
     ------
@@ -421,6 +429,7 @@ def fid_kid(
         return result
     result.update(_compute(net, real, fake, subset, device, batch_size))
     result["status"] = "computed"
+    result["reliable"] = min(len(real), len(fake)) >= FID_RELIABLE_MIN_IMAGES
     if subset < kid_subset_size:
         result["status"] += (
             f"; KID subset size {subset} instead of {kid_subset_size} (only {len(real)} real "

@@ -204,6 +204,13 @@ class Scorer:
         self.boxes = np.stack([face_box(f.meta, SCORE_SIZE) for f in faces])
         self.pose, self.marks = attrs.measure(self.reference, self.boxes)
 
+    def retrieval_chance(self, identities: np.ndarray) -> np.ndarray:
+        """(P,) probability that a face drawn at random from the gallery has each identity:
+        the top-1 retrieval rate a recogniser blind to identity would reach."""
+        names, counts = np.unique(self.gallery_ids, return_counts=True)
+        share = dict(zip(names.tolist(), (counts / len(self.gallery_ids)).tolist(), strict=True))
+        return np.array([share.get(i, 0.0) for i in identities])
+
     def through_model(self, images: np.ndarray) -> np.ndarray:
         """Resize to the model resolution and back to SCORE_SIZE."""
         return resize(resize(images, self.model_size), SCORE_SIZE)
@@ -220,7 +227,8 @@ class Scorer:
         -------
         ``pairs`` with keys and identities of target and source, ``id_cosine`` (to the
         source face, [-1, 1]), ``id_cosine_unswapped`` (target to source),
-        ``retrieved_identity`` (top-1 among all held-out faces), ``pose_error_deg``,
+        ``retrieved_identity`` (top-1 among all held-out faces), ``retrieval_chance`` (the
+        source identity's share of that gallery), ``pose_error_deg``,
         ``expression_error`` and ``eye_landmark_error`` (against the target; see
         :mod:`evaluation.attributes`).
         """
@@ -237,6 +245,7 @@ class Scorer:
             id_cosine=cosine_rows(emb, self.gallery[s]),
             id_cosine_unswapped=cosine_rows(self.gallery[t], self.gallery[s]),
             retrieved_identity=retrieved,
+            retrieval_chance=self.retrieval_chance(self.gallery_ids[s]),
             pose_error_deg=pose_error(pose, self.pose[t]),
             expression_error=[
                 expression_error(a, b) for a, b in zip(marks, self.marks[t], strict=True)
@@ -253,7 +262,8 @@ def summarize(scored: pd.DataFrame) -> dict[str, float]:
     Returns
     -------
     ``id_retrieval_top1`` and ``target_retrieval_top1`` (fractions in [0, 1]: the swap is
-    retrieved as the source / the target), mean ``id_cosine`` (and, for scale,
+    retrieved as the source / the target), ``id_retrieval_chance`` (the top-1 rate of a
+    random pick from the gallery, to read the score against), mean ``id_cosine`` (and, for scale,
     ``id_cosine_unswapped``), mean ``pose_error_deg``, ``expression_error`` and
     ``eye_landmark_error``; floats, NaN when there is no cross pair.
     """
@@ -261,6 +271,7 @@ def summarize(scored: pd.DataFrame) -> dict[str, float]:
     return {
         "id_retrieval_top1": float((cross.retrieved_identity == cross.source_identity).mean()),
         "target_retrieval_top1": float((cross.retrieved_identity == cross.target_identity).mean()),
+        "id_retrieval_chance": float(cross.retrieval_chance.mean()),
         "id_cosine": float(cross.id_cosine.mean()),
         "id_cosine_unswapped": float(cross.id_cosine_unswapped.mean()),
         "pose_error_deg": float(cross.pose_error_deg.mean()),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, create_model, field_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from infra.config import StrictConfig
 from training.registry import SWAPPERS
@@ -105,6 +105,17 @@ class TrainSettingsConfig(StrictConfig):
     def recipe(self) -> DataRecipeConfig:
         """The chosen swapper's data recipe."""
         return self.section.data
+
+    @model_validator(mode="after")
+    def _accumulation_with_dreg(self) -> TrainSettingsConfig:
+        if self.discriminator.grad_accum > 1 and self.section.has_d_regularization:
+            raise ValueError(
+                f"discriminator.grad_accum={self.discriminator.grad_accum} with {self.model}'s "
+                "lazy Dreg phase: Dmain and Dreg each count as a micro-step, so optimizer steps "
+                "would not fall on step boundaries; set discriminator.grad_accum=1 (or the "
+                "regulariser's weight to 0)"
+            )
+        return self
 
     @field_validator("model")
     @classmethod

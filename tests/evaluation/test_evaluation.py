@@ -85,6 +85,11 @@ def test_unswapped_pairs_sanity(eval_setup):
     as_source = scorer.score(crops64[pairs.source.to_numpy()], pairs)
     m = summarize(as_source)
     assert m["id_retrieval_top1"] >= 0.95 and m["id_cosine"] > 0.99
+    # chance level: each source identity's share of the held-out gallery
+    ids = scorer.gallery_ids
+    expected = np.mean([(ids == ids[s]).mean() for s in pairs[pairs.cross].source])
+    assert m["id_retrieval_chance"] == pytest.approx(expected)
+    assert 0 < m["id_retrieval_chance"] < m["id_retrieval_top1"]
 
 
 def test_independent_recognizer_tells_held_out_identities_apart(eval_setup):

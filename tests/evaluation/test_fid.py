@@ -113,10 +113,12 @@ def test_missing_weights_give_none_and_name_the_file(tmp_path):
     result = fid_kid(_images(3, 0), _images(3, 1), ModelStore(tmp_path))
     assert result["fid"] is None and result["kid_mean"] is None and result["kid_std"] is None
     assert result["feature_model"] == "inception_v3_fid"
-    expected = tmp_path.resolve() / "fid" / "pt_inception-2015-12-05-6726825d.pth"
+    expected = "fid/pt_inception-2015-12-05-6726825d.pth in the models directory"
     assert result["status"] == (
         f"not computed: missing {expected} (expected sha256 prefix 6726825d; download {SPEC.url})"
     )
+    assert str(tmp_path) not in result["status"]  # metrics.json holds no machine path
+    assert result["reliable"] is False and result["reliable_min_images"] == 2048
 
 
 def test_a_file_with_another_digest_is_not_used(tmp_path):
@@ -125,7 +127,7 @@ def test_a_file_with_another_digest_is_not_used(tmp_path):
     target.write_bytes(b"not the FID inception weights")
     result = fid_kid(_images(3, 0), _images(3, 1), ModelStore(tmp_path))
     assert result["fid"] is None and result["kid_mean"] is None
-    assert result["status"].startswith(f"not computed: wrong file {target.resolve()}")
+    assert result["status"].startswith(f"not computed: wrong file {SPEC.file} in the models")
     assert "expected sha256 prefix 6726825d" in result["status"]
 
 
@@ -197,6 +199,7 @@ def test_fid_kid_end_to_end_with_a_reduced_kid_subset(random_weights, monkeypatc
         "computed; KID subset size 3 instead of 50 (only 4 real and 3 fake images)"
     )
     assert result["kid_subset_size"] == 3 and result["feature_model"] == "inception_v3_fid"
+    assert result["reliable"] is False  # 4 and 3 images: far below the 2048 feature dims
     fr, ff = (torch.cat(seen[r]).numpy() for r in (True, False))
     assert fr.shape == (4, 2048) and ff.shape == (3, 2048)
     # The features are those of the right images (NHWC → NCHW, real vs fake not mixed up).

@@ -138,3 +138,65 @@ def test_each_model_trains_with_its_own_recipe():
 def test_unknown_model_lists_the_registry():
     with pytest.raises(ValueError, match="aei_net, ghost, simswap"):
         TrainConfig.model_validate({"model": "faceswap9000"})
+
+
+class _FixedSwap(nn.Module):
+    """A generator whose swap does not depend on the target's attribute maps, so any gradient
+    reaching those maps comes from the attribute loss itself."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.enc = nn.Conv2d(3, 2, 3, padding=1)
+        self.swap = nn.Parameter(torch.zeros(1, 3, size, size))
+        self.seen: list[torch.Tensor] = []
+
+    def attributes(self, x):
+        return [self.enc(x)]
+
+    def forward(self, target, z_id):
+        z_att = self.attributes(target)
+        z_att[0].retain_grad()
+        self.seen.append(z_att[0])
+        return torch.tanh(self.swap).expand_as(target), z_att
+
+
+class _OneScaleD(nn.Module):
+    """One-scale, one-layer patch discriminator: [[logits (B, 1, h, w)]]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 3)
+
+    def forward(self, x):
+        return [[self.conv(x)]]
+
+
+@pytest.mark.parametrize("name", ["aei_net", "ghost"])
+def test_attribute_loss_trains_through_the_target_pass(name):
+    """FaceShifter eq. 4.10: no stop-gradient on z_att(X_t)."""
+    cfg = TrainConfig.model_validate({"model": name})
+    weights = cfg.section.weights.model_copy(
+        update={k: 0.0 for k in cfg.section.weights.model_dump() if k != "att"}
+    )
+    objective = type(_objective(name, cfg))
+    obj = (
+        objective(TinyIdentity(), TinyEyes(), weights, 16, 1.5)
+        if objective is GhostObjective
+        else objective(TinyIdentity(), weights)
+    )
+    gen = _FixedSwap(16)
+    b = _batch(16)
+    g, _ = obj.generator_loss(Engine(gen), _OneScaleD(), b)
+    g.loss.backward()
+    target_maps = gen.seen[0]
+    assert target_maps.grad is not None and target_maps.grad.abs().sum() > 0
+
+
+def test_accumulation_with_a_lazy_regulariser_is_refused():
+    with pytest.raises(ValueError, match="grad_accum"):
+        TrainConfig.model_validate({"model": "simswap", "discriminator": {"grad_accum": 2}})
+    # without Dreg (AEI-Net), or with SimSwap's penalty off, accumulation is allowed
+    TrainConfig.model_validate({"model": "aei_net", "discriminator": {"grad_accum": 2}})
+    TrainConfig.model_validate(
+        {"model": "simswap", "simswap": {"weights": {"gp": 0}}, "discriminator": {"grad_accum": 2}}
+    )

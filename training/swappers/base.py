@@ -88,6 +88,11 @@ class SwapperConfig(StrictConfig):
     def check_recipe(self) -> None:
         """Raise ValueError when the data recipe would disable a weighted loss."""
 
+    @property
+    def has_d_regularization(self) -> bool:
+        """Whether the objective runs a lazy ``Dreg`` phase (a second D backward in a step)."""
+        return False
+
     @model_validator(mode="after")
     def _recipe(self) -> SwapperConfig:
         self.check_recipe()

@@ -92,7 +92,9 @@ class FaceShifterObjective(Objective):
         att_swap = g_engine.module.attributes(swap)
         fake = [o.float() for o in logits(d_module(swap.to(param_dtype(d_module))))]
         idl = identity_loss(self.id_encoder(swap.float()), b.z_id.float())
-        att = attribute_loss([a.float() for a in att_swap], [a.detach().float() for a in att_t])
+        # eq. 4.10 has no stop-gradient: L_att trains the attribute encoder through both
+        # passes, z_att(Ŷ) and z_att(X_t)
+        att = attribute_loss([a.float() for a in att_swap], [a.float() for a in att_t])
         return swap, fake, idl, att
 
     def generator_loss(self, g_engine, d_module, b: PairBatch) -> tuple[PhaseResult, torch.Tensor]:

@@ -75,6 +75,10 @@ class SimSwapConfig(SwapperConfig):
     )
     paper: SimSwapArchConfig = Field(default_factory=SimSwapArchConfig)
 
+    @property
+    def has_d_regularization(self) -> bool:
+        return self.weights.gp > 0
+
     def check_recipe(self) -> None:
         refuse(
             self.weights.rec > 0 and not self.data.has_intra,

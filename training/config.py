@@ -57,6 +57,12 @@ class EMAConfig(StrictConfig):
     half_life_steps: float = Field(
         100.0, gt=0, description="Steps for an old weight's share to halve (β = 0.5^(1/h))."
     )
+    bn_calibration_samples: int = Field(
+        64,
+        ge=0,
+        description="Training faces run through the EMA generator to recompute its batch-norm "
+        "statistics before sampling and export; 0 keeps the live weights' statistics.",
+    )
 
 
 class CheckpointConfig(StrictConfig):

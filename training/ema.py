@@ -1,11 +1,41 @@
-"""Exponential moving average of the generator's weights (as in StyleGAN's ``G_ema``)."""
+"""Exponential moving average of the generator's weights (as in StyleGAN's ``G_ema``), and
+batch-norm statistics recomputed for the averaged weights."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 
 import torch
 from torch import nn
+
+_NORMS = (nn.modules.batchnorm._BatchNorm,)
+
+
+@torch.no_grad()
+def recompute_batch_norm(model: nn.Module, batches: Iterable[tuple[torch.Tensor, ...]]) -> int:
+    """Replace every batch-norm layer's running statistics by those of ``model``'s own
+    activations on ``batches`` (each a tuple of forward arguments).
+
+    The EMA copies running statistics collected under the live weights, which do not match
+    the averaged ones; this re-estimates them (cumulative average over the batches, as with
+    ``momentum=None``) and leaves ``model`` in eval mode. Returns the number of batch-norm
+    layers updated (0: nothing to do, the batches are not run).
+    """
+    norms = [m for m in model.modules() if isinstance(m, _NORMS) and m.track_running_stats]
+    if not norms:
+        return 0
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    for args in batches:
+        model(*args)
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+    model.eval()
+    return len(norms)
 
 
 class EMA:

@@ -36,7 +36,7 @@ from infra.tracking import CsvSink, MlflowSink, Tracker
 from training import checkpoint
 from training.config import TrainConfig
 from training.data import EpochLoader, PairBatch, ShardPairStream, decode_sample
-from training.ema import EMA
+from training.ema import EMA, recompute_batch_norm
 from training.engine import build_engine, set_requires_grad
 from training.registry import (
     build_discriminator,
@@ -98,6 +98,7 @@ class Run:
     ema: EMA | None
     loader: EpochLoader
     fixed: PairBatch
+    calibration: list[PairBatch]
     ckpt_dir: Path
     resumed_from: str | None
     state: dict = field(default_factory=dict)
@@ -108,8 +109,13 @@ class Run:
 
     @property
     def generator(self) -> torch.nn.Module:
-        """The generator to sample and export: the EMA copy when enabled."""
-        return self.ema.shadow if self.ema is not None else self.g_engine.module
+        """The generator to sample and export: the EMA copy, with batch-norm statistics
+        recomputed for its averaged weights on the calibration faces, when EMA is on."""
+        if self.ema is None:
+            return self.g_engine.module
+        batches = [(b.target, b.z_id) for b in self.calibration]
+        recompute_batch_norm(self.ema.shadow, batches)
+        return self.ema.shadow
 
 
 def finite_everywhere(loss: torch.Tensor) -> bool:
@@ -205,8 +211,24 @@ def build_run(cfg: TrainConfig, paths: ProjectPaths, card: DatasetCard, out_dir:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     tag, state = _resume(cfg, ckpt_dir, g_engine, d_engine, ema)
     loader = make_loader(cfg, card, data_dir, state)
-    fixed = fixed_pairs(card, data_dir, cfg.arch.image_size)
-    return Run(cfg, card, objective, g_engine, d_engine, ema, loader, fixed, ckpt_dir, tag, state)
+    size = cfg.arch.image_size
+    fixed = first_pairs(card, data_dir, size, 8)
+    calib = first_pairs(card, data_dir, size, cfg.ema.bn_calibration_samples) if ema else None
+    calibration = split_pairs(calib, cfg.batch_size) if calib is not None else []
+    return Run(
+        cfg,
+        card,
+        objective,
+        g_engine,
+        d_engine,
+        ema,
+        loader,
+        fixed,
+        calibration,
+        ckpt_dir,
+        tag,
+        state,
+    )
 
 
 def open_tracker(run: Run, paths: ProjectPaths, out_dir: Path) -> Tracker:
@@ -350,19 +372,37 @@ def _sample_step(run: Run, tracker: Tracker, out_dir: Path, step: int) -> None:
     tracker.log_artifact(path, "samples")
 
 
-def fixed_pairs(card: DatasetCard, data_dir: Path, size: int, n: int = 8) -> PairBatch:
-    """A fixed batch for sample grids: the first ``n`` samples of the first training shard,
-    each swapped with the next one (the same on every run and after resume)."""
+def first_pairs(card: DatasetCard, data_dir: Path, size: int, n: int) -> PairBatch | None:
+    """The first ``n`` samples of the training shards (in order), each swapped with the
+    previous one: the same on every run and after resume, independent of the loader. Used
+    for sample grids and batch-norm calibration. None when ``n`` is 0."""
     samples = []
-    for raw in read_shard(card.shard_paths(data_dir, "train")[0]):
-        samples.append(decode_sample(raw, size))
+    for url in card.shard_paths(data_dir, "train"):
         if len(samples) == n:
             break
+        for raw in read_shard(url):
+            if len(samples) == n:
+                break
+            samples.append(decode_sample(raw, size))
+    if not samples:
+        return None
     images = torch.stack([s["image"] for s in samples])
     emb = torch.stack([s["embedding"] for s in samples])
     src = torch.roll(torch.arange(len(samples)), 1)
     same = torch.zeros(len(samples), dtype=torch.bool)
     return PairBatch(images, images[src], emb[src], same, same, "inter")
+
+
+def split_pairs(pairs: PairBatch, batch_size: int) -> list[PairBatch]:
+    """``pairs`` in batches of ``batch_size`` (a last batch under 2 pairs is dropped: batch
+    norm needs two samples)."""
+    out = []
+    for i in range(0, len(pairs.target), batch_size):
+        part = slice(i, i + batch_size)
+        if len(pairs.target[part]) >= 2:
+            fields = (pairs.target, pairs.source, pairs.z_id, pairs.same_image, pairs.same_identity)
+            out.append(PairBatch(*(f[part] for f in fields), pairs.kind))
+    return out
 
 
 @torch.no_grad()

@@ -47,3 +47,32 @@ def test_state_dict_round_trip():
     a.update(net)
     b.load_state_dict(a.state_dict())
     assert torch.equal(a.shadow[0].weight, b.shadow[0].weight)
+
+
+def test_batch_norm_statistics_are_recomputed_for_the_averaged_weights():
+    """The EMA's copied running statistics belong to the live weights; after recomputation
+    they are those of the EMA weights' own activations on the calibration batches."""
+    from training.ema import recompute_batch_norm
+
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    ema = EMA(net, half_life_steps=1e6)  # shadow ≈ the initial weights
+    with torch.no_grad():
+        net[0].weight.mul_(5).add_(1)
+    net.train()
+    for _ in range(20):
+        net(torch.randn(16, 3))
+    ema.update(net)  # copies the live statistics
+    batches = [(torch.randn(8, 3, generator=torch.Generator().manual_seed(i)),) for i in range(3)]
+    live_mean = ema.shadow[1].running_mean.clone()
+    assert recompute_batch_norm(ema.shadow, batches) == 1
+    with torch.no_grad():
+        acts = torch.cat([ema.shadow[0](x) for (x,) in batches])
+    torch.testing.assert_close(ema.shadow[1].running_mean, acts.mean(0))
+    assert not torch.allclose(live_mean, acts.mean(0), atol=1e-2)
+    assert not ema.shadow.training and ema.shadow[1].momentum == net[1].momentum
+
+
+def test_nothing_to_recompute_without_batch_norm():
+    from training.ema import recompute_batch_norm
+
+    assert recompute_batch_norm(nn.Linear(2, 2), [(torch.randn(1, 2),)]) == 0

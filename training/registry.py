@@ -45,18 +45,19 @@ SWAPPERS: dict[str, Swapper] = {
         ),
         Swapper(
             name="ghost",
-            title="GHOST: AEI-Net with `aad_units` per AAD ResBlk (release: 2; seed 001 §III.A)",
+            title="GHOST as released: AEI-Net with `aad_units` per AAD ResBlk (2), instance-norm "
+            "AAD, bias-free convs, 5-layer D (seed 001 §III.A; ai-forever/ghost)",
             config=GhostConfig,
             generator=AEINet,
             discriminator=MultiscaleDiscriminator,
             objective=GhostObjective,
             losses="FaceShifter's terms, reconstruction on same-person pairs, adversarial on "
-            "different-person pairs, eye loss on PFLD eye-landmark heatmaps (§III.B)",
+            "all pairs (release), eye loss on eye-centre heatmaps, off as released (§III.B)",
         ),
         Swapper(
             name="simswap",
-            title="SimSwap: encoder, ID-injection module of AdaIN ID blocks, decoder "
-            "(Facke §2.1.3, seed 002)",
+            title="SimSwap: encoder, ID-injection module of AdaIN ID blocks, decoder; two "
+            "batch-norm patch discriminators as released (Facke §2.1.3, seed 002)",
             config=SimSwapConfig,
             generator=SimSwapGenerator,
             discriminator=MultiscaleDiscriminator,

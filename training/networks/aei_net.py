@@ -15,6 +15,7 @@ levels). The identity size D comes from the dataset card, not the config.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,20 @@ class AEINetConfig(StrictConfig):
         ge=1,
         description="AAD → ReLU → 3×3 conv units per AAD ResBlk (FaceShifter 2; GHOST's setting, "
         "its release uses 2).",
+    )
+    aad_norm: Literal["batch", "instance"] = Field(
+        "batch",
+        description="AAD normalisation: batch statistics (thesis eq. 4.4–4.5) or instance "
+        "norm (GHOST release `AADLayer`, taotaonice).",
+    )
+    conv_bias: bool = Field(
+        True, description="Bias in the AAD ResBlk 3×3 convs (GHOST release: none)."
+    )
+    init: Literal["pytorch", "xavier"] = Field(
+        "pytorch",
+        description="Weights at start: PyTorch's defaults, or GHOST's release `weight_init` "
+        "(Xavier-normal conv and transposed-conv weights, linear weights N(0, 1e-3), zero "
+        "linear biases).",
     )
 
     @model_validator(mode="after")
@@ -119,7 +134,8 @@ class AttributeEncoder(nn.Module):
 class AADLayer(nn.Module):
     """Adaptive attentional denormalisation, FaceShifter eq. 4.3–4.7.
 
-    ``h̄ = BN(h_in)`` (batch statistics, eq. 4.3–4.5, no affine);
+    ``h̄ = BN(h_in)`` (batch statistics, eq. 4.3–4.5, no affine; ``norm="instance"``: per
+    sample and channel, as the GHOST release);
     ``A = γ_att ⊗ h̄ + β_att`` with γ_att, β_att 1×1 convs of z_att (eq. 4.6);
     ``I = γ_id ⊗ h̄ + β_id`` with γ_id, β_id linear maps of z_id (eq. 4.6);
     ``M = σ(conv(h̄))`` one-channel attention mask; ``h_out = (1 − M) ⊗ A + M ⊗ I`` (eq. 4.7).
@@ -127,9 +143,10 @@ class AADLayer(nn.Module):
     Shapes: h_in (B, C, H, W), z_att (B, C_att, H, W), z_id (B, D) → (B, C, H, W).
     """
 
-    def __init__(self, channels: int, att_channels: int, id_dim: int):
+    def __init__(self, channels: int, att_channels: int, id_dim: int, norm: str = "batch"):
         super().__init__()
-        self.norm = nn.BatchNorm2d(channels, affine=False)
+        norms = {"batch": nn.BatchNorm2d, "instance": nn.InstanceNorm2d}
+        self.norm = norms[norm](channels, affine=False)
         self.gamma_att = nn.Conv2d(att_channels, channels, 1)
         self.beta_att = nn.Conv2d(att_channels, channels, 1)
         self.gamma_id = nn.Linear(id_dim, channels)
@@ -152,16 +169,26 @@ class AADResBlk(nn.Module):
     Shapes: h (B, C_in, H, W) → (B, C_out, H, W).
     """
 
-    def __init__(self, cin: int, cout: int, att_channels: int, id_dim: int, units: int = 2):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        att_channels: int,
+        id_dim: int,
+        units: int = 2,
+        norm: str = "batch",
+        bias: bool = True,
+    ):
         super().__init__()
-        self.aad = nn.ModuleList(AADLayer(cin, att_channels, id_dim) for _ in range(units))
+        self.aad = nn.ModuleList(AADLayer(cin, att_channels, id_dim, norm) for _ in range(units))
         self.conv = nn.ModuleList(
-            nn.Conv2d(cin, cout if i == units - 1 else cin, 3, padding=1) for i in range(units)
+            nn.Conv2d(cin, cout if i == units - 1 else cin, 3, padding=1, bias=bias)
+            for i in range(units)
         )
         self.shortcut = None
         if cin != cout:
-            self.aad_s = AADLayer(cin, att_channels, id_dim)
-            self.shortcut = nn.Conv2d(cin, cout, 3, padding=1)
+            self.aad_s = AADLayer(cin, att_channels, id_dim, norm)
+            self.shortcut = nn.Conv2d(cin, cout, 3, padding=1, bias=bias)
 
     def forward(self, h: torch.Tensor, z_att: torch.Tensor, z_id: torch.Tensor) -> torch.Tensor:
         x = h
@@ -187,7 +214,7 @@ class AADGenerator(nn.Module):
         outs = [min(a, top) for a in att[:-1]] + [3]
         ins = [top, *outs[:-1]]
         self.blocks = nn.ModuleList(
-            AADResBlk(cin, cout, a, id_dim, cfg.aad_units)
+            AADResBlk(cin, cout, a, id_dim, cfg.aad_units, cfg.aad_norm, cfg.conv_bias)
             for cin, cout, a in zip(ins, outs, att, strict=True)
         )
 
@@ -200,6 +227,17 @@ class AADGenerator(nn.Module):
             if k < len(self.blocks) - 1:
                 h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
         return torch.tanh(h)
+
+
+@torch.no_grad()
+def xavier_init(m: nn.Module) -> None:
+    """GHOST release ``weight_init``: Xavier-normal weights of (transposed) convs, N(0, 1e-3)
+    linear weights (the identity projections γ_id, β_id) and zero linear biases."""
+    if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+        nn.init.xavier_normal_(m.weight)
+    elif isinstance(m, nn.Linear):
+        m.weight.normal_(0, 1e-3)
+        m.bias.zero_()
 
 
 class AEINet(nn.Module):
@@ -217,6 +255,8 @@ class AEINet(nn.Module):
         self.cfg, self.id_dim = cfg, id_dim
         self.encoder = AttributeEncoder(cfg)
         self.generator = AADGenerator(cfg, id_dim)
+        if cfg.init == "xavier":
+            self.apply(xavier_init)
 
     def forward(
         self, target: torch.Tensor, z_id: torch.Tensor

@@ -119,21 +119,23 @@ def param_dtype(module: nn.Module) -> torch.dtype:
 
 
 def hinge_discriminator(d_engine, real: torch.Tensor, fake: torch.Tensor) -> PhaseResult:
-    """Dmain of every hinge-loss swapper: D on real targets and detached swaps in one batch.
+    """Dmain of every hinge-loss swapper: D on real targets and on detached swaps, as two
+    batches (a batch-norm D must not mix their statistics; SimSwap's release also runs them
+    apart).
 
     real, fake : (B, 3, S, S) in [-1, 1]. Statistics: ``Loss/D/total`` and the mean logits
     ``Scores/D/real``, ``Scores/D/fake`` (averaged over scales).
     """
-    both = d_engine(torch.cat([real, fake]).to(param_dtype(d_engine.module)))
-    n = real.shape[0]
-    scores = logits(both)
-    loss = hinge_d_loss([s[:n].float() for s in scores], [s[n:].float() for s in scores])
+    dtype = param_dtype(d_engine.module)
+    on_real = [s.float() for s in logits(d_engine(real.to(dtype)))]
+    on_fake = [s.float() for s in logits(d_engine(fake.to(dtype)))]
+    loss = hinge_d_loss(on_real, on_fake)
     return PhaseResult(
         loss,
         {
             "Loss/D/total": loss,
-            "Scores/D/real": torch.stack([s[:n].float().mean() for s in scores]).mean(),
-            "Scores/D/fake": torch.stack([s[n:].float().mean() for s in scores]).mean(),
+            "Scores/D/real": torch.stack([s.mean() for s in on_real]).mean(),
+            "Scores/D/fake": torch.stack([s.mean() for s in on_fake]).mean(),
         },
     )
 

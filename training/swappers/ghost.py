@@ -1,7 +1,22 @@
-"""GHOST (Groshev et al. 2022, seed 001 §III.B): AEI-Net with ``aad_units`` per AAD ResBlk,
-FaceShifter's terms with reconstruction on same-person pairs, adversarial terms on
-different-person pairs (release ``compute_generator_losses``) and an eye loss on Gaussian
-heatmaps of eye landmarks."""
+"""GHOST (Groshev et al. 2022, seed 001 §III) as released (ai-forever/ghost ``train.py``,
+``network/AEI_Net.py``, ``network/AADLayer.py``, ``utils/training/losses.py``):
+
+* AEI-Net with ``aad_units`` per AAD ResBlk (release ``--num_blocks 2``), instance-normalised
+  AAD layers, bias-free ResBlk convs and the release's ``weight_init``;
+* the discriminator of ``train.py``: pix2pixHD's multi-scale PatchGAN with 5 layers, instance
+  norm and padding 2 on 3 scales;
+* FaceShifter's terms with weights adv 1, attr 10, id 20, rec 10; reconstruction on
+  same-person pairs; the adversarial term over all pairs (``train.py`` sets its
+  different-person weights to ones);
+* the eye loss off (``--weight_eyes 0``, ``--eye_detector_loss False``); when enabled, this
+  project compares Gaussian heatmaps at the two eye centres of PFLD-68 (the release compares
+  pupil heatmaps of an AdaptiveWing detector, whose weights are not available here).
+
+Not reproduced: ``Dmain`` is the project's hinge loss on real targets (the release takes the
+sources as real and halves the sum over scales); the release's Adam weight decay of 1e-4 is
+an engine setting here (``train.generator.weight_decay``, ``train.discriminator.
+weight_decay``), shared by every swapper: set it on the command line for a GHOST run.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +30,7 @@ from infra.config import StrictConfig
 from infra.frozen import FrozenOnnxModule
 from infra.models import check_model_name
 from training.losses import eye_heatmap_loss, hinge_g_real_loss, reconstruction_loss
+from training.networks.discriminator import DiscriminatorConfig
 from training.swappers.base import DataRecipeConfig, PhaseResult, SwapperConfig, refuse
 from training.swappers.faceshifter import DEBUG_AEI, AEINetArchConfig, FaceShifterObjective
 
@@ -22,8 +38,8 @@ if TYPE_CHECKING:
     from infra.models import ModelStore
     from training.data import PairBatch
 
-#: 68-point indices of the two eyes (iBUG 300-W: 36–41 and 42–47).
-EYE_POINTS = list(range(36, 48))
+#: 68-point indices of each eye's contour (iBUG 300-W: 36–41 and 42–47).
+EYES = (list(range(36, 42)), list(range(42, 48)))
 
 
 class EyeLandmarks(FrozenOnnxModule):
@@ -31,25 +47,48 @@ class EyeLandmarks(FrozenOnnxModule):
 
     Input: (B, 3, S, S) RGB in [-1, 1], ArcFace-aligned face crops (any S; resized to the
     model's 112; on such crops PFLD's eye centres fall within 6 % of the inter-ocular
-    distance of the detector's). Output: (B, 12, 2) eye landmarks (points 36–47) in [0, 1]
-    crop coordinates. Raises :class:`infra.models.ModelError` when the weights are missing.
+    distance of the detector's). Output: (B, 2, 2) the two eye centres (means of points
+    36–41 and 42–47) in [0, 1] crop coordinates. Raises :class:`infra.models.ModelError` when
+    the weights are missing.
     """
 
     def __init__(self, store: ModelStore, name: str = "pfld_68"):
         super().__init__(store, name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.prepare(x)).reshape(x.shape[0], -1, 2)[:, EYE_POINTS]
+        points = self.net(self.prepare(x)).reshape(x.shape[0], -1, 2)
+        return torch.stack([points[:, eye].mean(1) for eye in EYES], dim=1)
+
+
+#: GHOST's generator settings (release `AADLayer`, `AAD_ResBlk`, `weight_init`).
+_GHOST_G = {"aad_norm": "instance", "conv_bias": False, "init": "xavier"}
+#: The release's discriminator: 5 layers, instance norm, padding 2, 3 scales.
+PAPER_GHOST = AEINetArchConfig(
+    **_GHOST_G,
+    discriminator=DiscriminatorConfig(num_layers=5, norm="instance", padding=2, num_scales=3),
+)
+#: Debug width: as DEBUG_AEI with GHOST's layer types (3-layer D: 64-px crops).
+DEBUG_GHOST = DEBUG_AEI.model_copy(
+    update={
+        **_GHOST_G,
+        "discriminator": DEBUG_AEI.discriminator.model_copy(update={"padding": 2}),
+    }
+)
 
 
 class GhostWeightsConfig(StrictConfig):
-    """GHOST loss weights (release ``train.py``: adv 1, attr 10, id 20, rec 10)."""
+    """GHOST loss weights (release ``train.py``: adv 1, attr 10, id 20, rec 10, eyes 0)."""
 
-    adv: float = Field(1.0, ge=0, description="Hinge adversarial term, inter-identity pairs.")
+    adv: float = Field(1.0, ge=0, description="Hinge adversarial term, over all pairs.")
     id: float = Field(20.0, ge=0, description="1 − cos identity term.")
     att: float = Field(10.0, ge=0, description="Attribute L2 term.")
     rec: float = Field(10.0, ge=0, description="Reconstruction on same-person pairs.")
-    eye: float = Field(2.0, ge=0, description="L2 between eye-landmark heatmaps of X_t and Ŷ.")
+    eye: float = Field(
+        0.0,
+        ge=0,
+        description="L2 between eye-centre heatmaps of X_t and Ŷ; 0 = off, as released "
+        "(set e.g. 2 to enable).",
+    )
 
 
 class GhostConfig(SwapperConfig):
@@ -72,28 +111,22 @@ class GhostConfig(SwapperConfig):
 
     heatmap_sigma: float = Field(1.5, gt=0, description="Eye heatmap Gaussian σ, heatmap px.")
     heatmap_size: int = Field(64, ge=8, description="Eye heatmap side, px.")
-    debug: AEINetArchConfig = Field(default_factory=lambda: DEBUG_AEI.model_copy())
-    paper: AEINetArchConfig = Field(default_factory=AEINetArchConfig)
+    debug: AEINetArchConfig = Field(default_factory=lambda: DEBUG_GHOST.model_copy())
+    paper: AEINetArchConfig = Field(default_factory=lambda: PAPER_GHOST.model_copy())
 
     def check_recipe(self) -> None:
-        d, w = self.data, self.weights
         refuse(
-            w.rec > 0 and not d.has_intra,
+            self.weights.rec > 0 and not self.data.has_intra,
             "the reconstruction loss (weights.rec > 0) needs same-person pairs; "
             "data.same_ratio=0 with pairing=mixed never draws one (raise same_ratio or set "
             "weights.rec=0)",
         )
-        refuse(
-            w.adv > 0 and not d.has_inter,
-            "the adversarial loss (weights.adv > 0) fires on different-person "
-            "pairs only; data.same_ratio=1 never draws one (lower same_ratio or set "
-            "weights.adv=0)",
-        )
 
 
 class GhostObjective(FaceShifterObjective):
-    """GHOST: L = λ_adv L_adv(different-person pairs) + λ_id L_id + λ_att L_att
-    + λ_rec L_rec(same-person pairs) + λ_eye ‖H(eyes(Ŷ)) − H(eyes(X_t))‖²."""
+    """GHOST as released: L = λ_adv L_adv + λ_id L_id + λ_att L_att + λ_rec L_rec(same-person
+    pairs) + λ_eye ‖H(eyes(Ŷ)) − H(eyes(X_t))‖², L_adv = Σ_scales E[max(0, 1 − D(Ŷ))] over
+    all pairs (release ``compute_generator_losses`` with ``diff_person`` all ones)."""
 
     G_STATS: ClassVar[tuple[str, ...]] = (*FaceShifterObjective.G_STATS, "Loss/G/eye")
 
@@ -115,7 +148,7 @@ class GhostObjective(FaceShifterObjective):
 
     def generator_loss(self, g_engine, d_module, b: PairBatch) -> tuple[PhaseResult, torch.Tensor]:
         swap, fake, idl, att = self.aei_terms(g_engine, d_module, b)
-        adv = hinge_g_real_loss(fake, ~b.same_identity)
+        adv = hinge_g_real_loss(fake)
         rec = reconstruction_loss(swap.float(), b.target.float(), b.same_identity)
         eye = eye_heatmap_loss(
             self.eye_net(swap.float()), self.eye_net(b.target.float()), self.size, self.sigma

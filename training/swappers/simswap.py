@@ -34,11 +34,13 @@ if TYPE_CHECKING:
 
 
 class SimSwapArchConfig(ArchConfig, SimSwapGeneratorConfig):
-    """One width of the SimSwap generator and its discriminator (2 scales, as released)."""
+    """One width of the SimSwap generator and its discriminator: as released
+    (``fs_networks.Discriminator`` run on the image and on its 2× downsampled copy), 4
+    stride-2 convs (64 → 512 channels), batch norm, padding 1, 2 scales."""
 
     discriminator: DiscriminatorConfig = Field(
-        default_factory=lambda: DiscriminatorConfig(num_scales=2),
-        description="Multi-scale PatchGAN (SimSwap: 2 scales).",
+        default_factory=lambda: DiscriminatorConfig(num_layers=4, num_scales=2, norm="batch"),
+        description="SimSwap's two patch discriminators (D1, D2).",
     )
 
 
@@ -70,7 +72,9 @@ class SimSwapConfig(SwapperConfig):
             max_channels=64,
             num_down=3,
             id_blocks=2,
-            discriminator=DiscriminatorConfig(base_channels=16, max_channels=64, num_scales=2),
+            discriminator=DiscriminatorConfig(
+                base_channels=16, max_channels=64, num_scales=2, norm="batch"
+            ),
         )
     )
     paper: SimSwapArchConfig = Field(default_factory=SimSwapArchConfig)

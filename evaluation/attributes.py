@@ -4,7 +4,11 @@
   (FaceShifter/GHOST "pose" metric with a different head-pose model);
 * expression error — FaceMesh 468 landmarks of swap and target, the swap's similarity-
   aligned onto the target's (Procrustes), mean point distance over the inter-ocular
-  distance (landmark stand-in for the 3DMM expression metric, which needs a 3DMM model);
+  distance. It includes face shape, so a swap that rightly takes the source's shape scores
+  worse (landmark stand-in for the 3DMM expression metric, which needs a 3DMM model);
+* expression opening error — mean absolute difference of five ratios that measure the
+  expression and not the face's build: mouth opening over mouth width, each eye's opening
+  over its width, each brow's height above its eye over the inter-ocular distance;
 * eye-landmark error — GHOST's ``Eye_ldmk`` (seed 001 Table I): mean distance of the 32
   eye-contour points, not aligned, over the inter-ocular distance;
 * SSIM of self-swaps (torchmetrics).
@@ -37,6 +41,39 @@ def expression_error(swap: np.ndarray, target: np.ndarray) -> float:
     s, t = np.asarray(swap, np.float64)[:, :2], np.asarray(target, np.float64)[:, :2]
     aligned = transform_points(s, similarity_transform(s, t))
     return float(np.linalg.norm(aligned - t, axis=1).mean() / max(interocular(t), 1e-6))
+
+
+#: FaceMesh points of the opening measures: (upper, lower, left corner, right corner).
+MOUTH = (13, 14, 78, 308)  # inner lips
+RIGHT_EYE_LIDS = (159, 145, 33, 133)  # subject's right eye
+LEFT_EYE_LIDS = (386, 374, 263, 362)  # subject's left eye
+#: (brow middle, upper lid) of each eye.
+BROWS = ((105, 159), (334, 386))
+
+
+def expression_openings(landmarks: np.ndarray) -> np.ndarray:
+    """(5,) expression measures of (468, ≥2) FaceMesh landmarks, each a ratio of distances:
+    mouth opening / mouth width, right and left eye opening / eye width, right and left
+    brow-to-upper-lid height / inter-ocular distance. Unitless, invariant to scale and
+    rotation, and to the face-outline, nose and jaw points a swap may take from its source."""
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+
+    def dist(a: int, b: int) -> float:
+        return float(np.linalg.norm(lm[a] - lm[b]))
+
+    openings = [
+        dist(up, down) / max(dist(left, right), 1e-6)
+        for up, down, left, right in (MOUTH, RIGHT_EYE_LIDS, LEFT_EYE_LIDS)
+    ]
+    iod = max(interocular(lm), 1e-6)
+    brows = [dist(brow, lid) / iod for brow, lid in BROWS]
+    return np.array(openings + brows)
+
+
+def expression_opening_error(swap: np.ndarray, target: np.ndarray) -> float:
+    """Mean absolute difference of :func:`expression_openings` of swap and target: 0 when the
+    swap keeps the target's mouth, eye and brow openings, whatever its face shape."""
+    return float(np.abs(expression_openings(swap) - expression_openings(target)).mean())
 
 
 def eye_landmark_error(swap: np.ndarray, target: np.ndarray) -> float:

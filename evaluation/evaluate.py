@@ -45,6 +45,7 @@ _BLENDED_COLUMNS = [
     "retrieved_identity",
     "pose_error_deg",
     "expression_error",
+    "expression_opening_error",
     "eye_landmark_error",
 ]
 

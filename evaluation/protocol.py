@@ -22,6 +22,7 @@ import pandas as pd
 from evaluation.attributes import (
     AttributeModels,
     expression_error,
+    expression_opening_error,
     eye_landmark_error,
     pose_error,
 )
@@ -229,7 +230,8 @@ class Scorer:
         source face, [-1, 1]), ``id_cosine_unswapped`` (target to source),
         ``retrieved_identity`` (top-1 among all held-out faces), ``retrieval_chance`` (the
         source identity's share of that gallery), ``pose_error_deg``,
-        ``expression_error`` and ``eye_landmark_error`` (against the target; see
+        ``expression_error``, ``expression_opening_error`` and ``eye_landmark_error``
+        (against the target; see
         :mod:`evaluation.attributes`).
         """
         out = resize(outputs, SCORE_SIZE)
@@ -250,6 +252,9 @@ class Scorer:
             expression_error=[
                 expression_error(a, b) for a, b in zip(marks, self.marks[t], strict=True)
             ],
+            expression_opening_error=[
+                expression_opening_error(a, b) for a, b in zip(marks, self.marks[t], strict=True)
+            ],
             eye_landmark_error=[
                 eye_landmark_error(a, b) for a, b in zip(marks, self.marks[t], strict=True)
             ],
@@ -264,7 +269,8 @@ def summarize(scored: pd.DataFrame) -> dict[str, float]:
     ``id_retrieval_top1`` and ``target_retrieval_top1`` (fractions in [0, 1]: the swap is
     retrieved as the source / the target), ``id_retrieval_chance`` (the top-1 rate of a
     random pick from the gallery, to read the score against), mean ``id_cosine`` (and, for scale,
-    ``id_cosine_unswapped``), mean ``pose_error_deg``, ``expression_error`` and
+    ``id_cosine_unswapped``), mean ``pose_error_deg``, ``expression_error``,
+    ``expression_opening_error`` and
     ``eye_landmark_error``; floats, NaN when there is no cross pair.
     """
     cross = scored[scored["cross"]]
@@ -276,5 +282,6 @@ def summarize(scored: pd.DataFrame) -> dict[str, float]:
         "id_cosine_unswapped": float(cross.id_cosine_unswapped.mean()),
         "pose_error_deg": float(cross.pose_error_deg.mean()),
         "expression_error": float(cross.expression_error.mean()),
+        "expression_opening_error": float(cross.expression_opening_error.mean()),
         "eye_landmark_error": float(cross.eye_landmark_error.mean()),
     }

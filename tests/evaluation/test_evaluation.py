@@ -153,3 +153,38 @@ def test_evaluate_stage_and_compare(prepared, tmp_path):
     assert table.loc[0, "swap/id_retrieval_top1"] == pytest.approx(
         saved["swap"]["id_retrieval_top1"]
     )
+
+
+def test_expression_opening_error_ignores_face_shape():
+    """A swap that takes the source's face outline keeps the target's expression: the
+    opening error stays 0 while the shape-inclusive Procrustes error does not; opening the
+    mouth is seen by both."""
+    from evaluation.attributes import expression_error, expression_opening_error
+    from preprocessing.parsing.facemesh_regions import FACE_OVAL
+
+    rng = np.random.default_rng(0)
+    target = rng.uniform(40, 200, (468, 3))
+    # a plausible frame for the measured points: eyes, brows and lips where faces have them
+    target[[33, 133, 159, 145, 105]] = [
+        [80, 100, 0],
+        [110, 100, 0],
+        [95, 95, 0],
+        [95, 105, 0],
+        [95, 80, 0],
+    ]
+    target[[263, 362, 386, 374, 334]] = [
+        [170, 100, 0],
+        [140, 100, 0],
+        [155, 95, 0],
+        [155, 105, 0],
+        [155, 80, 0],
+    ]
+    target[[13, 14, 78, 308]] = [[125, 170, 0], [125, 176, 0], [105, 173, 0], [145, 173, 0]]
+    wider = target.copy()
+    centre = target[FACE_OVAL, :2].mean(0)
+    wider[FACE_OVAL, :2] = centre + (target[FACE_OVAL, :2] - centre) * [1.15, 1.0]
+    assert expression_opening_error(wider, target) == pytest.approx(0.0, abs=1e-12)
+    assert expression_error(wider, target) > 0.01
+    open_mouth = target.copy()
+    open_mouth[14, 1] += 12
+    assert expression_opening_error(open_mouth, target) > 0.05

@@ -111,3 +111,20 @@ def test_dmain_runs_real_and_fake_as_separate_batches():
     out = hinge_discriminator(Engine(D), real, fake)
     alone = torch.stack([s[-1].mean() for s in D(real)]).mean()
     assert out.stats["Scores/D/real"].item() == pytest.approx(alone.item(), abs=1e-5)
+
+
+def test_ghost_eye_loss_off_loads_and_runs_no_landmark_network(tmp_path):
+    """Off as released: no eye network is built (its weights are not even needed) and no
+    eye statistic is reported."""
+    from infra.models import ModelStore
+    from training.swappers.ghost import GhostObjective
+
+    cfg = TrainConfig.model_validate({"model": "ghost", "ghost": {"debug": TINY["ghost"]}})
+    obj = GhostObjective.build(cfg.ghost, TinyIdentity(), ModelStore(tmp_path))  # empty dir
+    assert obj.eye_net is None and "Loss/G/eye" not in obj.G_STATS
+    from training.registry import build_generator
+
+    torch.manual_seed(0)
+    G, D = build_generator(cfg, 8), build_discriminator(cfg)
+    g, _ = obj.generator_loss(Engine(G), D, _batch(cfg.arch.image_size))
+    assert set(g.stats) == set(obj.G_STATS) and torch.isfinite(g.loss)

@@ -31,7 +31,10 @@ def _cfg(params: dict, **over) -> TrainConfig:
 @pytest.mark.parametrize("model", ["aei_net", "ghost", "simswap"])
 def test_two_step_training_smoke(prepared, tmp_path, model):
     paths, card, _, _, params = prepared
-    cfg = _cfg(params, model=model, phases={"d_reg_every": 2})  # Dreg runs at step 2
+    over = {"phases": {"d_reg_every": 2}}  # Dreg runs at step 2
+    if model == "ghost":  # with the eye loss on (released off), so its path runs too
+        over["ghost"] = {**params["train"]["ghost"], "weights": {"eye": 2.0}}
+    cfg = _cfg(params, model=model, **over)
     out_dir = tmp_path / "train"
     summary = train(cfg, paths, out_dir)
 

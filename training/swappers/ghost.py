@@ -133,27 +133,33 @@ class GhostObjective(FaceShifterObjective):
     def __init__(
         self,
         id_encoder: nn.Module,
-        eye_net: nn.Module,
+        eye_net: nn.Module | None,
         weights: GhostWeightsConfig,
         heatmap_size: int,
         heatmap_sigma: float,
     ):
         super().__init__(id_encoder, weights)
         self.eye_net, self.size, self.sigma = eye_net, heatmap_size, heatmap_sigma
+        if eye_net is None:  # eye loss off: the landmark network is neither loaded nor run
+            self.G_STATS = FaceShifterObjective.G_STATS
 
     @classmethod
     def build(cls, section: GhostConfig, id_encoder: nn.Module, store: ModelStore):
-        eyes = EyeLandmarks(store, section.landmark_model)
+        on = section.weights.eye > 0
+        eyes = EyeLandmarks(store, section.landmark_model) if on else None
         return cls(id_encoder, eyes, section.weights, section.heatmap_size, section.heatmap_sigma)
 
     def generator_loss(self, g_engine, d_module, b: PairBatch) -> tuple[PhaseResult, torch.Tensor]:
         swap, fake, idl, att = self.aei_terms(g_engine, d_module, b)
         adv = hinge_g_real_loss(fake)
         rec = reconstruction_loss(swap.float(), b.target.float(), b.same_identity)
-        eye = eye_heatmap_loss(
-            self.eye_net(swap.float()), self.eye_net(b.target.float()), self.size, self.sigma
-        )
         w = self.w
-        total = w.adv * adv + w.id * idl + w.att * att + w.rec * rec + w.eye * eye
-        terms = (total, adv, idl, att, rec, eye)
+        total = w.adv * adv + w.id * idl + w.att * att + w.rec * rec
+        terms = [total, adv, idl, att, rec]
+        if self.eye_net is not None:
+            eye = eye_heatmap_loss(
+                self.eye_net(swap.float()), self.eye_net(b.target.float()), self.size, self.sigma
+            )
+            total = total + w.eye * eye
+            terms = [total, adv, idl, att, rec, eye]
         return PhaseResult(total, dict(zip(self.G_STATS, terms, strict=True))), swap.detach()

@@ -20,16 +20,22 @@ from training.swappers.base import DataRecipeConfig, SwapperConfig
 
 
 class DataConfig(StrictConfig):
-    """Streaming from the shards (the pairing recipe is each swapper's ``data``)."""
+    """How the shards are read (the pairing recipe is each swapper's ``data``)."""
 
-    buffer: int = Field(256, ge=8, description="Samples held per worker to draw pairs from.")
-    interleave: int = Field(4, ge=1, description="Shards read at once per worker (identity mix).")
-    steps_per_epoch: int = Field(500, ge=1, description="Steps per epoch (shards are resampled).")
+    access: Literal["indexed", "stream"] = Field(
+        "indexed",
+        description="`indexed`: random access, pairs drawn over the whole split; `stream`: "
+        "sequential reads (storage without random access), pairs drawn from a buffer.",
+    )
+    buffer: int = Field(256, ge=8, description="stream: samples held per worker for pairing.")
+    interleave: int = Field(4, ge=1, description="stream: shards read at once per worker.")
+    steps_per_epoch: int = Field(500, ge=1, description="Steps per epoch (units re-drawn).")
     num_workers: int = Field(1, ge=0, description="DataLoader workers per process.")
 
 
 class EngineConfig(StrictConfig):
-    """One DeepSpeed engine (``train.generator`` or ``train.discriminator``)."""
+    """One DeepSpeed engine (``train.generator`` or ``train.discriminator``); its Adam is the
+    swapper's (``train.<model>.optimizer``)."""
 
     zero_stage: Literal[0, 1, 2] = Field(
         0, description="ZeRO stage (3 cannot take the GAN's several backward passes per step)."
@@ -37,9 +43,6 @@ class EngineConfig(StrictConfig):
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Engine precision.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     grad_clip: float = Field(0.0, ge=0, description="Gradient norm clip; 0 = off.")
-    lr: float = Field(4e-4, gt=0, description="Adam learning rate.")
-    betas: tuple[float, float] = Field((0.0, 0.999), description="Adam betas.")
-    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay.")
 
 
 class PhasesConfig(StrictConfig):

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from training.config import EngineConfig
+from training.swappers.base import AdamConfig
 
 
 def deepspeed_config(section: EngineConfig, micro_batch: int) -> dict:
@@ -33,15 +34,19 @@ def deepspeed_config(section: EngineConfig, micro_batch: int) -> dict:
     return cfg
 
 
-def build_engine(module: nn.Module, section: EngineConfig, micro_batch: int):
-    """Wrap ``module`` with Adam in a DeepSpeed engine; returns the engine."""
+def adam(module: nn.Module, cfg: AdamConfig) -> torch.optim.Adam:
+    """``torch.optim.Adam`` over ``module``'s parameters with the swapper's settings."""
+    return torch.optim.Adam(
+        module.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
+
+
+def build_engine(module: nn.Module, section: EngineConfig, opt: AdamConfig, micro_batch: int):
+    """Wrap ``module`` and its Adam (``opt``) in a DeepSpeed engine; returns the engine."""
     import deepspeed
 
-    optimizer = torch.optim.Adam(
-        module.parameters(), lr=section.lr, betas=section.betas, weight_decay=section.weight_decay
-    )
     engine, *_ = deepspeed.initialize(
-        model=module, optimizer=optimizer, config=deepspeed_config(section, micro_batch)
+        model=module, optimizer=adam(module, opt), config=deepspeed_config(section, micro_batch)
     )
     return engine
 

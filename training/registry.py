@@ -132,15 +132,19 @@ def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[nn.M
 
 
 def model_table_markdown() -> str:
-    """The README's model table: name, swapper, losses, and the default loss weights and
-    data recipe read from each section class (so the table cannot drift from the code)."""
+    """The README's model table: name, swapper, losses, and the default loss weights, data
+    recipe and generator Adam read from each section class (so the table cannot drift from
+    the code)."""
     lines = [
-        "| `train.model` | swapper | losses | default weights | default data recipe |",
-        "|---|---|---|---|---|",
+        "| `train.model` | swapper | losses | default weights | default data recipe "
+        "| default Adam (G) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in SWAPPERS.values():
         section = r.config()
         weights = ", ".join(f"{k} {v:g}" for k, v in section.weights.model_dump().items())
         recipe = ", ".join(f"{k} {v}" for k, v in section.data.model_dump().items())
-        lines.append(f"| `{r.name}` | {r.title} | {r.losses} | {weights} | {recipe} |")
+        g = section.optimizer.generator
+        opt = f"lr {g.lr:g}, β ({g.betas[0]:g}, {g.betas[1]:g}), wd {g.weight_decay:g}"
+        lines.append(f"| `{r.name}` | {r.title} | {r.losses} | {weights} | {recipe} | {opt} |")
     return "\n".join(lines)

@@ -35,9 +35,10 @@ from infra.paths import ProjectPaths
 from infra.tracking import CsvSink, MlflowSink, Tracker
 from training import checkpoint
 from training.config import TrainConfig
-from training.data import EpochLoader, PairBatch, ShardPairStream, decode_sample
+from training.data import EpochLoader, PairBatch, PairSource, decode_sample
 from training.ema import EMA, recompute_batch_norm
 from training.engine import build_engine, set_requires_grad
+from training.indexed_pairs import IdentityIndex, IndexedPairSource
 from training.registry import (
     build_discriminator,
     build_generator,
@@ -46,6 +47,7 @@ from training.registry import (
 )
 from training.samples import save_grid
 from training.stats import StatsWindow
+from training.stream_pairs import ShardPairStream
 from training.swappers.base import Objective
 
 log = logging.getLogger(__name__)
@@ -177,24 +179,28 @@ def _resume(
 def make_loader(
     cfg: TrainConfig, card: DatasetCard, data_dir: Path, state: dict, workers: int | None = None
 ) -> EpochLoader:
-    """This rank's pair loader, positioned at the resumed step of ``state`` (``{}`` for a
-    fresh run); ``workers`` overrides ``train.data.num_workers``."""
-    stream = ShardPairStream(
-        card.shard_paths(data_dir, "train"),
-        cfg.data,
-        cfg.recipe,
-        cfg.batch_size,
-        cfg.arch.image_size,
-        seed=cfg.seed,
-        rank=dist.rank(),
-        world=dist.world_size(),
-    )
+    """This rank's pair loader (``train.data.access``), positioned at the resumed step of
+    ``state`` (``{}`` for a fresh run); ``workers`` overrides ``train.data.num_workers``."""
+    shards = card.shard_paths(data_dir, "train")
+    size, rank, world = cfg.arch.image_size, dist.rank(), dist.world_size()
+    source: PairSource
+    if cfg.data.access == "indexed":
+        index = IdentityIndex.build(shards, progress=dist.is_main())
+        log.info("identity index: %d samples, %d identities", len(index), len(index.names))
+        source = IndexedPairSource(
+            index, cfg.recipe, cfg.batch_size, size, cfg.data.steps_per_epoch, cfg.seed, rank, world
+        )
+    else:
+        source = ShardPairStream(
+            shards, cfg.data, cfg.recipe, cfg.batch_size, size, cfg.seed, rank, world
+        )
+    loader_state = state.get("loader", {})
     return EpochLoader(
-        stream,
+        source,
         cfg.data.num_workers if workers is None else workers,
         cfg.data.steps_per_epoch,
         start_step=int(state.get("step", 0)),
-        skipped_before=state.get("loader", {}).get("skipped_before", 0),
+        skipped_before=loader_state.get("skipped", loader_state.get("skipped_before", 0)),
     )
 
 
@@ -204,8 +210,10 @@ def build_run(cfg: TrainConfig, paths: ProjectPaths, card: DatasetCard, out_dir:
     data_dir = paths.stage_dir("prepare")
     objective = build_objective(cfg, card, ModelStore(paths.models_dir))
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    g_engine = build_engine(build_generator(cfg, card.embedding.dim), cfg.generator, cfg.batch_size)
-    d_engine = build_engine(build_discriminator(cfg), cfg.discriminator, cfg.batch_size)
+    adam = cfg.section.optimizer
+    g_net, d_net = build_generator(cfg, card.embedding.dim), build_discriminator(cfg)
+    g_engine = build_engine(g_net, cfg.generator, adam.generator, cfg.batch_size)
+    d_engine = build_engine(d_net, cfg.discriminator, adam.discriminator, cfg.batch_size)
     ema = EMA(g_engine.module, cfg.ema.half_life_steps) if cfg.ema.enabled else None
     ckpt_dir = out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,9 @@ from infra.dataset_format import DatasetCard
 from infra.models import ModelStore
 from training.config import TrainConfig
 from training.data import EpochLoader
+from training.engine import adam, build_engine
 from training.registry import SWAPPERS, build_discriminator, build_generator, build_objective
+from training.swappers.base import AdamConfig
 from training.train import make_loader, run_phases
 
 
@@ -21,9 +23,9 @@ class BareEngine:
     """The DeepSpeed engine interface over a plain module and torch optimizer (forward,
     ``module``, ``backward``, ``step``), for side-by-side overhead measurements."""
 
-    def __init__(self, module: torch.nn.Module, lr: float, betas: tuple[float, float]):
+    def __init__(self, module: torch.nn.Module, opt: AdamConfig):
         self.module = module
-        self.opt = torch.optim.Adam(module.parameters(), lr=lr, betas=betas)
+        self.opt = adam(module, opt)
 
     def __call__(self, *args):
         return self.module(*args)
@@ -66,19 +68,15 @@ def loader_for(cfg: TrainConfig, card: DatasetCard, data_dir: Path, workers: int
 
 def build_pair(cfg: TrainConfig, card: DatasetCard, deepspeed: bool):
     """Generator and discriminator engines (DeepSpeed or bare) with identical weights."""
-    from training.engine import build_engine
-
     torch.manual_seed(cfg.seed)
     g, d = build_generator(cfg, card.embedding.dim), build_discriminator(cfg)
+    opt = cfg.section.optimizer
     if deepspeed:
         return (
-            build_engine(g, cfg.generator, cfg.batch_size),
-            build_engine(d, cfg.discriminator, cfg.batch_size),
+            build_engine(g, cfg.generator, opt.generator, cfg.batch_size),
+            build_engine(d, cfg.discriminator, opt.discriminator, cfg.batch_size),
         )
-    return (
-        BareEngine(g, cfg.generator.lr, cfg.generator.betas),
-        BareEngine(d, cfg.discriminator.lr, cfg.discriminator.betas),
-    )
+    return BareEngine(g, opt.generator), BareEngine(d, opt.discriminator)
 
 
 def time_steps(objective, g, d, batches: list, d_reg_every: int) -> float:

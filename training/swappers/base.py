@@ -33,14 +33,23 @@ if TYPE_CHECKING:
 class DataRecipeConfig(StrictConfig):
     """How a swapper's training pairs are drawn (``train.<model>.data``).
 
+    ``draw``: what a batch is drawn over —
+      * ``images`` — targets uniform over the training images (FaceShifter; GHOST's
+        ``FaceEmbedVGG2`` indexes images);
+      * ``identities`` — Identity Grouping (Facke §2.1.4; SimSwap release
+        ``data_loader_Swapping.py`` indexes identity folders): b identities uniform over the
+        training identities, a target image of each; an intra-ID source is another image of
+        that identity, an inter-ID batch pairs each target with another drawn identity.
     ``pairing``:
       * ``mixed`` — each pair is intra-identity with probability ``same_ratio``;
-      * ``alternate`` — intra-ID and inter-ID batches alternate (SimSwap release ``train.py``).
-    ``intra``: an intra-identity pair uses the same image (``same_image``: FaceShifter,
-    SimSwap) or two different images of the identity (``same_identity``: GHOST; with
-    ``alternate`` it is Facke's Identity Grouping, §2.1.4, b identities per intra-ID batch).
+      * ``alternate`` — intra-ID and inter-ID batches alternate, intra on even steps
+        (SimSwap release ``train.py``: ``step % 2 == 0``).
+    ``intra``: an intra-identity pair uses the same image (``same_image``: FaceShifter) or
+    two different images of the identity (``same_identity``: GHOST's ``--same_identity``,
+    SimSwap), the same image only when the identity has one.
     """
 
+    draw: Literal["images", "identities"] = Field("images", description="Draw unit.")
     pairing: Literal["mixed", "alternate"] = Field("mixed", description="Pairing mode.")
     same_ratio: float = Field(0.2, ge=0, le=1, description="Intra-identity share (mixed).")
     intra: Literal["same_image", "same_identity"] = Field(
@@ -58,6 +67,27 @@ class DataRecipeConfig(StrictConfig):
         return self.pairing == "alternate" or self.same_ratio < 1
 
 
+class AdamConfig(StrictConfig):
+    """Adam of one network (``torch.optim.Adam``); each swapper's defaults are its source's."""
+
+    lr: float = Field(4e-4, gt=0, description="Learning rate.")
+    betas: tuple[float, float] = Field((0.0, 0.999), description="(β1, β2).")
+    eps: float = Field(1e-8, gt=0, description="ε.")
+    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay (Adam's, not AdamW's).")
+
+
+class OptimizerConfig(StrictConfig):
+    """``train.<model>.optimizer``: the generator's and the discriminator's Adam."""
+
+    generator: AdamConfig = Field(default_factory=AdamConfig)
+    discriminator: AdamConfig = Field(default_factory=AdamConfig)
+
+    @classmethod
+    def both(cls, **adam: object) -> OptimizerConfig:
+        """The same Adam settings for G and D (what every source swapper does)."""
+        return cls(generator=AdamConfig(**adam), discriminator=AdamConfig(**adam))
+
+
 class ArchConfig(StrictConfig):
     """Mixin of every architecture section: the discriminator that trains with the generator."""
 
@@ -70,10 +100,14 @@ class SwapperConfig(StrictConfig):
     """Base of a swapper's ``params.yaml`` section. Subclasses declare ``weights``,
     ``debug`` and ``paper`` (architectures of one class) and may add settings; ``data`` is
     the data recipe. Subclasses refuse, in :meth:`check_recipe`, recipes that silently
-    switch one of their weighted losses off."""
+    switch one of their weighted losses off. ``optimizer`` holds the Adam settings of G and
+    D, defaulting to the source's."""
 
     data: DataRecipeConfig = Field(
         default_factory=DataRecipeConfig, description="How training pairs are drawn."
+    )
+    optimizer: OptimizerConfig = Field(
+        default_factory=OptimizerConfig, description="Adam of G and D (the source's settings)."
     )
 
     def arch(self, width: str) -> Any:

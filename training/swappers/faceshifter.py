@@ -18,6 +18,7 @@ from training.swappers.base import (
     ArchConfig,
     DataRecipeConfig,
     Objective,
+    OptimizerConfig,
     PhaseResult,
     SwapperConfig,
     param_dtype,
@@ -59,6 +60,11 @@ class FaceShifterConfig(SwapperConfig):
         description="How training pairs are drawn.",
     )
     weights: FaceShifterWeightsConfig = Field(default_factory=FaceShifterWeightsConfig)
+    optimizer: OptimizerConfig = Field(
+        default_factory=lambda: OptimizerConfig.both(weight_decay=1e-4),
+        description="Adam lr 4e-4, β (0, 0.999), weight decay 1e-4 for G and D "
+        "(taotaonice/FaceShifter train.py; the thesis gives no optimizer settings).",
+    )
     debug: AEINetArchConfig = Field(default_factory=lambda: DEBUG_AEI.model_copy())
     paper: AEINetArchConfig = Field(default_factory=AEINetArchConfig)
 

@@ -12,10 +12,10 @@
   project compares Gaussian heatmaps at the two eye centres of PFLD-68 (the release compares
   pupil heatmaps of an AdaptiveWing detector, whose weights are not available here).
 
+* Adam with lr 4e-4, β (0, 0.999) and weight decay 1e-4 for G and D (``train.py``).
+
 Not reproduced: ``Dmain`` is the project's hinge loss on real targets (the release takes the
-sources as real and halves the sum over scales); the release's Adam weight decay of 1e-4 is
-an engine setting here (``train.generator.weight_decay``, ``train.discriminator.
-weight_decay``), shared by every swapper: set it on the command line for a GHOST run.
+sources as real and halves the sum over scales).
 """
 
 from __future__ import annotations
@@ -31,7 +31,13 @@ from infra.frozen import FrozenOnnxModule
 from infra.models import check_model_name
 from training.losses import eye_heatmap_loss, hinge_g_real_loss, reconstruction_loss
 from training.networks.discriminator import DiscriminatorConfig
-from training.swappers.base import DataRecipeConfig, PhaseResult, SwapperConfig, refuse
+from training.swappers.base import (
+    DataRecipeConfig,
+    OptimizerConfig,
+    PhaseResult,
+    SwapperConfig,
+    refuse,
+)
 from training.swappers.faceshifter import DEBUG_AEI, AEINetArchConfig, FaceShifterObjective
 
 if TYPE_CHECKING:
@@ -102,6 +108,11 @@ class GhostConfig(SwapperConfig):
         description="How training pairs are drawn.",
     )
     weights: GhostWeightsConfig = Field(default_factory=GhostWeightsConfig)
+    optimizer: OptimizerConfig = Field(
+        default_factory=lambda: OptimizerConfig.both(weight_decay=1e-4),
+        description="Adam lr 4e-4, β (0, 0.999), weight decay 1e-4 for G and D (release "
+        "train.py: opt_G, opt_D with --lr_G/--lr_D 4e-4).",
+    )
     landmark_model: str = Field("pfld_68", description="Registry name of the eye-landmark net.")
 
     @field_validator("landmark_model")

@@ -23,6 +23,7 @@ from training.swappers.base import (
     ArchConfig,
     DataRecipeConfig,
     Objective,
+    OptimizerConfig,
     PhaseResult,
     SwapperConfig,
     param_dtype,
@@ -57,14 +58,28 @@ class SimSwapWeightsConfig(StrictConfig):
 
 
 class SimSwapConfig(SwapperConfig):
-    """``train.simswap``. Data: intra-ID and inter-ID batches alternate, an intra-ID pair
-    being the same image (release ``train.py``; Facke §2.1.3)."""
+    """``train.simswap``, data as the 2022 release: intra-ID and inter-ID batches alternate
+    (``train.py``: intra on even steps, inter by shuffling the batch's sources), each batch
+    drawn over identities with two images of each (``data/data_loader_Swapping.py`` indexes
+    identity folders and picks two images at random) — Facke's Identity Grouping (§2.1.4).
+    Here the two images differ whenever the identity has two, and an inter-ID batch pairs
+    each target with another drawn identity (a cyclic shift, where the release's shuffle
+    leaves some pairs with their own identity): the project's choices. ``data.intra:
+    same_image`` gives the paper's intra-ID batches (source = target; Facke §2.1.4 "in
+    original SimSwap, intra-ID batches take exactly the same source face and target face")."""
 
     data: DataRecipeConfig = Field(
-        default_factory=lambda: DataRecipeConfig(pairing="alternate"),
+        default_factory=lambda: DataRecipeConfig(
+            draw="identities", pairing="alternate", intra="same_identity"
+        ),
         description="How training pairs are drawn.",
     )
     weights: SimSwapWeightsConfig = Field(default_factory=SimSwapWeightsConfig)
+    optimizer: OptimizerConfig = Field(
+        default_factory=lambda: OptimizerConfig.both(betas=(0.0, 0.99)),
+        description="Adam lr 4e-4, β (0, 0.99), ε 1e-8 for G and D (release "
+        "models/projected_model.py).",
+    )
     debug: SimSwapArchConfig = Field(
         default_factory=lambda: SimSwapArchConfig(
             image_size=64,

@@ -1,39 +1,15 @@
-"""The training data stream: shard splitting, pairing modes, bad samples skipped and counted."""
+"""The streamed pairs (``train.data.access: stream``): shard splitting, pairing modes within
+the buffer, bad samples skipped and counted."""
 
-import io
-import json
 import random
 
-import numpy as np
 import pytest
 import torch
-import webdataset as wds
 
 from training.config import DataConfig
-from training.data import EpochLoader, PairSampler, ShardPairStream, split_shards
+from training.data import EpochLoader
+from training.stream_pairs import PairSampler, ShardPairStream, split_shards
 from training.swappers.base import DataRecipeConfig
-
-
-def _sample(i: int, identity: str, good: bool = True) -> dict:
-    img = np.full((8, 8, 3), i * 9 % 255, np.uint8)
-    import cv2
-
-    jpg = cv2.imencode(".jpg", img)[1].tobytes() if good else b"not a jpeg"
-    buf = io.BytesIO()
-    np.save(buf, np.eye(4, dtype=np.float32)[i % 4])
-    return {
-        "__key__": f"k{i:04d}",
-        "jpg": jpg,
-        "id.npy": buf.getvalue(),
-        "json": json.dumps({"identity": identity}).encode(),
-    }
-
-
-def _write_shard(path, samples):
-    with wds.TarWriter(str(path)) as w:
-        for s in samples:
-            w.write(s)
-    return str(path)
 
 
 def test_split_by_node_then_worker():
@@ -72,7 +48,7 @@ def test_mixed_pairs_follow_same_ratio_and_flags():
 
 
 def test_alternating_intra_and_inter_batches_with_identity_grouping():
-    cfg = DataRecipeConfig(pairing="alternate", intra="same_identity")
+    cfg = DataRecipeConfig(draw="identities", pairing="alternate", intra="same_identity")
     sampler = PairSampler(cfg, batch_size=6, rng=random.Random(1))
     kinds = []
     for _ in range(6):
@@ -88,10 +64,10 @@ def test_alternating_intra_and_inter_batches_with_identity_grouping():
     assert kinds == ["intra", "inter"] * 3
 
 
-def test_bad_samples_are_skipped_and_counted(tmp_path):
-    good = [_sample(i, f"p{i % 3}") for i in range(12)]
-    bad = [_sample(100 + i, "p0", good=False) for i in range(3)]
-    shard = _write_shard(tmp_path / "s.tar", good[:6] + bad + good[6:])
+def test_bad_samples_are_skipped_and_counted(tmp_path, make_sample, write_shard):
+    good = [make_sample(i, f"p{i % 3}") for i in range(12)]
+    bad = [make_sample(100 + i, "p0", good=False) for i in range(3)]
+    shard = write_shard(tmp_path / "s.tar", good[:6] + bad + good[6:])
     cfg = DataConfig(buffer=8, interleave=1, steps_per_epoch=50, num_workers=0)
     stream = ShardPairStream([shard], cfg, DataRecipeConfig(), batch_size=4, image_size=8, seed=0)
     loader = EpochLoader(stream, num_workers=0, steps_per_epoch=50)

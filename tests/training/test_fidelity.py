@@ -128,3 +128,19 @@ def test_ghost_eye_loss_off_loads_and_runs_no_landmark_network(tmp_path):
     G, D = build_generator(cfg, 8), build_discriminator(cfg)
     g, _ = obj.generator_loss(Engine(G), D, _batch(cfg.arch.image_size))
     assert set(g.stats) == set(obj.G_STATS) and torch.isfinite(g.loss)
+
+
+@pytest.mark.parametrize(
+    ("model", "betas", "weight_decay"),
+    [("aei_net", (0.0, 0.999), 1e-4), ("ghost", (0.0, 0.999), 1e-4), ("simswap", (0.0, 0.99), 0)],
+)
+def test_each_swapper_trains_with_its_sources_adam(model, betas, weight_decay):
+    from training.engine import adam
+
+    cfg = TrainConfig.model_validate({"model": model})
+    for section in (cfg.section.optimizer.generator, cfg.section.optimizer.discriminator):
+        group = adam(nn.Linear(2, 2), section).param_groups[0]
+        assert (group["lr"], group["betas"], group["weight_decay"]) == (4e-4, betas, weight_decay)
+    # a swapper's optimizer is its own: setting GHOST's leaves FaceShifter's alone
+    both = TrainConfig.model_validate({"ghost": {"optimizer": {"generator": {"lr": 1e-3}}}})
+    assert both.ghost.optimizer.generator.lr == 1e-3 and both.aei_net.optimizer.generator.lr == 4e-4

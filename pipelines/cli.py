@@ -115,19 +115,25 @@ def train(
     """Train a registered face swapper on the prepared shards with DeepSpeed.
 
     One process: `fsp train`. Several: `torchrun --nproc_per_node N $(which fsp) train`, or
-    `deepspeed --num_gpus N $(which fsp) train` (a hostfile for several nodes).
+    `deepspeed --num_gpus N $(which fsp) train` (a hostfile for several nodes). SIGTERM saves
+    a checkpoint at the next step and exits 143; the same command resumes.
     """
     import os
 
     from training.config import TrainConfig
+    from training.preemption import EXIT_PREEMPTED, PreemptedError
     from training.train import BadStepsError
     from training.train import train as run_train
 
     if local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(local_rank))
     cfg, paths, out_dir = _load(TrainConfig, "train", params, set_, dry_run)
-    with user_errors(BadStepsError):
-        run_train(cfg, paths, out_dir)
+    try:
+        with user_errors(BadStepsError):
+            run_train(cfg, paths, out_dir)
+    except PreemptedError as e:
+        typer.echo(f"stopped: {e}", err=True)
+        raise typer.Exit(EXIT_PREEMPTED) from None
 
 
 @app.command()

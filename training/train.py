@@ -39,6 +39,7 @@ from training.data import EpochLoader, PairBatch, PairSource, decode_sample
 from training.ema import EMA, recompute_batch_norm
 from training.engine import build_engine, set_requires_grad
 from training.indexed_pairs import IdentityIndex, IndexedPairSource
+from training.preemption import PreemptedError, Preemption
 from training.registry import (
     build_discriminator,
     build_generator,
@@ -318,7 +319,8 @@ def train(cfg: TrainConfig, paths: ProjectPaths, out_dir: Path) -> dict:
     """Run (or resume) training; returns a summary (last statistics, timings, run id).
 
     Raises DatasetMissingError when prepare has not run, ModelError when a frozen helper's
-    weights are missing, and :class:`BadStepsError` after ``max_bad_steps`` bad steps.
+    weights are missing, :class:`BadStepsError` after ``max_bad_steps`` bad steps, and
+    :class:`~training.preemption.PreemptedError` after SIGTERM (checkpoint saved).
     """
     card = DatasetCard.load(paths.stage_dir("prepare"))  # before any work: prepare has run
     dist.init_distributed()
@@ -330,8 +332,29 @@ def train(cfg: TrainConfig, paths: ProjectPaths, out_dir: Path) -> dict:
         *(cfg.arch.image_size, run.card.embedding.dim),
     )
     bad = BadSteps(cfg.max_bad_steps, run.state.get("bad_in_row", 0), run.state.get("bad_total", 0))
-    window, last = StatsWindow(cfg.batch_size * dist.world_size()), {}
     t_start = time.perf_counter()
+    with Preemption() as preemption:
+        last = _train_steps(run, tracker, out_dir, bad, preemption)
+    wall = time.perf_counter() - t_start
+    summary = {"steps": cfg.steps, "start_step": run.start, "wall_s": wall, "bad_steps": bad.total}
+    summary.update({"skipped_samples": run.loader.skipped, **last})
+    if dist.is_main():
+        export(run, tracker, out_dir, wall)
+        summary["mlflow_run_id"] = tracker.run_id
+    tracker.close()
+    dist.barrier()
+    return summary
+
+
+def _train_steps(
+    run: Run, tracker: Tracker, out_dir: Path, bad: BadSteps, preemption: Preemption
+) -> dict[str, float]:
+    """Steps ``run.start + 1`` … ``train.steps``; returns the last logged statistics.
+
+    Raises :class:`PreemptedError` after saving a checkpoint when any rank got SIGTERM.
+    """
+    cfg = run.cfg
+    window, last = StatsWindow(cfg.batch_size * dist.world_size()), {}
     for step in range(run.start + 1, cfg.steps + 1):
         batch = next(run.loader)
         args = (run.objective, run.g_engine, run.d_engine, batch, step, cfg.phases.d_reg_every)
@@ -343,15 +366,12 @@ def train(cfg: TrainConfig, paths: ProjectPaths, out_dir: Path) -> dict:
         _sample_step(run, tracker, out_dir, step)
         if step == cfg.steps or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
             save_checkpoint(run, step, bad, tracker)
-    wall = time.perf_counter() - t_start
-    summary = {"steps": cfg.steps, "start_step": run.start, "wall_s": wall, "bad_steps": bad.total}
-    summary.update({"skipped_samples": run.loader.skipped, **last})
-    if dist.is_main():
-        export(run, tracker, out_dir, wall)
-        summary["mlflow_run_id"] = tracker.run_id
-    tracker.close()
-    dist.barrier()
-    return summary
+        elif preemption.agreed(run.g_engine.device):
+            save_checkpoint(run, step, bad, tracker)
+            tracker.close()
+            dist.barrier()
+            raise PreemptedError(step)
+    return last
 
 
 def _log_step(

@@ -210,3 +210,37 @@ def test_overfit_identity_loss_decreases(prepared, tmp_path):
     curve = pd.read_csv(tmp_path / "train" / "losses.csv")
     first, last = curve["Loss/G/id"].iloc[0], curve["Loss/G/id"].iloc[-2:].mean()
     assert last < first - 0.15, (first, last)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(prepared, tmp_path):
+    _, _, _, prep_dir, params = prepared
+    out = tmp_path / "out"
+    _link_prepared(prep_dir, out)
+
+    def start(steps: int) -> subprocess.Popen:
+        over = {"steps": steps, "log_every": 1, "sample_every": 1000, "data": {"num_workers": 0}}
+        cmd = [str(BIN / "fsp"), "train", "-p", str(_params_file(params, tmp_path, out, **over))]
+        return subprocess.Popen(
+            cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+
+    proc = start(500)
+    curve = out / "train" / "losses.csv"
+    while not (curve.is_file() and len(curve.read_text().splitlines()) > 3):
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-3000:]
+    stopped = int(err.strip().splitlines()[-1].split("at step ")[1].split(":")[0])
+    assert "Traceback" not in err and 3 <= stopped < 500
+    ckpt = (out / "train" / "checkpoints" / "latest").read_text()
+    assert ckpt == f"step{stopped:08d}"
+
+    rerun = start(stopped + 2)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err[-3000:]
+    assert f"from step {stopped} " in err
+    assert pd.read_csv(curve)["step"].tolist()[-2:] == [stopped + 1, stopped + 2]

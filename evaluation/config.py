@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from infra.config import StrictConfig
 
@@ -53,7 +53,34 @@ class EvaluateConfig(StrictConfig):
         "a registered ONNX recognition model other than the training one "
         "(e.g. arcface_w600k_r50).",
     )
+    generator: str = Field(
+        "train",
+        description="Generator to evaluate: `train` (the train stage's generator.pt) or a "
+        "released swapper of training.released.RELEASED (ghost_unet_2blocks, simswap_224), "
+        "whose outputs go to `<output_dir>/evaluate-<name>/`.",
+    )
+
+    @field_validator("generator")
+    @classmethod
+    def _known_generator(cls, name: str) -> str:
+        from training.released import check_generator_name
+
+        return check_generator_name(name)
+
     batch_size: int = Field(16, ge=1, description="Swaps per forward pass.")
+    paper_metrics: Literal["auto", "off"] = Field(
+        "auto",
+        description="Paper-compatible `paper` group: `auto` computes each of CosFace identity "
+        "retrieval, Hopenet pose error and Deep3DFaceRecon expression error whose weights are "
+        "in the models directory (the others are reported as not computed); `off` skips it.",
+    )
+
+    @field_validator("paper_metrics", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML 1.1 reads an unquoted ``off`` as False (``on`` as True): map them back."""
+        return {False: "off", True: "auto"}[value] if isinstance(value, bool) else value
+
     matrix_cell: int = Field(96, ge=32, description="Side of one face-matrix cell in pixels.")
     blend: BlendConfig = BlendConfig()
     fid: FidConfig = FidConfig()

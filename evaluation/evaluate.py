@@ -8,6 +8,12 @@ track them. Writes ``metrics.json`` (DVC metrics, one key per metric group),
 down the left, as Facke Fig. 4), ``blended.png`` (target frames with the swap pasted in) and
 ``blend_comparison.csv`` (metrics before/after blending, a DVC plot; GHOST seed 001
 Tables I–II), and adds the metrics and images to the training run in MLflow.
+
+``evaluate.generator`` picks the generator: ``train`` (the train stage's ``generator.pt``)
+or a released swapper of :data:`training.released.RELEASED`, loaded through its key map; a
+released one swaps with its own identity encoder's codes of the source crops, writes to
+``<output_dir>/evaluate-<name>/`` and is tracked as a new MLflow run named after it, so
+``fsp compare`` lists it beside the trained runs.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from infra.models import ModelStore
 from infra.paths import ProjectPaths
 from infra.tracking import MlflowSink, Tracker
 from training.registry import load_generator
+from training.released import TRAINED, ReleasedGenerator, load_released
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +57,14 @@ _BLENDED_COLUMNS = [
 ]
 
 
-def evaluate(cfg: EvaluateConfig, paths: ProjectPaths, out_dir: Path) -> dict:
-    """Run the protocol on the prepared ``eval`` split with the trained generator.
+def evaluate(cfg: EvaluateConfig, paths: ProjectPaths, out_dir: Path | None = None) -> dict:
+    """Run the protocol on the prepared ``eval`` split with the generator ``cfg.generator``.
 
     Parameters
     ----------
     cfg : the ``evaluate`` config.
     paths : project paths (``prepare`` and ``train`` outputs, models, tracking store).
-    out_dir : where the outputs are written (created).
+    out_dir : where the outputs are written (created); default :func:`output_dir`.
 
     Returns
     -------
@@ -68,21 +75,22 @@ def evaluate(cfg: EvaluateConfig, paths: ProjectPaths, out_dir: Path) -> dict:
     ------
     ValueError : the generator was trained with another identity encoder than the data's,
         the recogniser is that encoder, or fewer than two identities are held out.
-    FileNotFoundError : the dataset, the generator or a target frame is missing.
+    FileNotFoundError : the dataset, the generator or a target frame is missing
+        (:class:`infra.models.ModelFileMissingError` for a released model's file).
     """
     started = time.perf_counter()
     data_dir = paths.stage_dir("prepare")
     card = DatasetCard.load(data_dir)
-    model, meta = _load_checked_generator(paths, card)
-    size = model.cfg.image_size
     store = ModelStore(paths.models_dir)
-    faces, proto, scorer = _load_references(cfg, store, card, data_dir, size)
+    model, meta = load_evaluated_generator(cfg, paths, card, store)
+    size = model.cfg.image_size
+    faces, proto, scorer = _load_references(cfg, store, card, data_dir, meta, size)
     t_setup = time.perf_counter()
     swaps = _swap_pairs(model, faces, proto.pairs, size, cfg.batch_size)
     ctx = EvalContext(cfg, paths, store, faces, proto, scorer, size, swaps, started)
     ctx.durations |= {"setup": t_setup - started, "generate": time.perf_counter() - t_setup}
     metrics = calc_metrics(ctx)
-    artifacts = _write_outputs(ctx, metrics, out_dir)
+    artifacts = _write_outputs(ctx, metrics, out_dir or output_dir(cfg, paths))
     _track(paths, meta, metrics, artifacts)
     log.info(
         "evaluation: %d pairs in %.1f s (%.2f pairs/s): %s",
@@ -92,6 +100,26 @@ def evaluate(cfg: EvaluateConfig, paths: ProjectPaths, out_dir: Path) -> dict:
         json.dumps(metrics["swap"]),
     )
     return metrics
+
+
+def output_dir(cfg: EvaluateConfig, paths: ProjectPaths) -> Path:
+    """Outputs of an evaluation: ``<output_dir>/evaluate`` for the trained generator (the
+    DVC stage's outputs), ``<output_dir>/evaluate-<name>`` for a released one."""
+    if cfg.generator == TRAINED:
+        return paths.stage_dir("evaluate")
+    return paths.output_dir / f"evaluate-{cfg.generator}"
+
+
+def load_evaluated_generator(
+    cfg: EvaluateConfig, paths: ProjectPaths, card: DatasetCard, store: ModelStore
+) -> tuple[nn.Module, dict]:
+    """The generator ``cfg.generator`` names and its meta (``identity_model`` = the identity
+    encoder whose codes it takes): the trained one, checked against the dataset's embedding
+    model, or a released one (:func:`training.released.load_released`), which brings its
+    own identity encoder, so that check does not apply."""
+    if cfg.generator == TRAINED:
+        return _load_checked_generator(paths, card)
+    return load_released(cfg.generator, store)
 
 
 def _load_checked_generator(paths: ProjectPaths, card: DatasetCard) -> tuple[nn.Module, dict]:
@@ -106,11 +134,17 @@ def _load_checked_generator(paths: ProjectPaths, card: DatasetCard) -> tuple[nn.
 
 
 def _load_references(
-    cfg: EvaluateConfig, store: ModelStore, card: DatasetCard, data_dir: Path, size: int
+    cfg: EvaluateConfig,
+    store: ModelStore,
+    card: DatasetCard,
+    data_dir: Path,
+    meta: dict,
+    size: int,
 ) -> tuple[list[EvalFace], Protocol, Scorer]:
     """The held-out faces, the protocol over them and a scorer with the references measured
-    (recogniser ``cfg.recognizer``, attribute models, generator resolution ``size``)."""
-    recognizer = build_recognizer(cfg.recognizer, store, card.embedding.name)
+    (recogniser ``cfg.recognizer``, independent of the generator's identity encoder
+    ``meta["identity_model"]``; attribute models; generator resolution ``size``)."""
+    recognizer = build_recognizer(cfg.recognizer, store, meta["identity_model"])
     faces = load_eval_faces(card, data_dir)
     proto = choose(faces, cfg.num_sources, cfg.num_targets, cfg.targets_per_identity)
     return faces, proto, Scorer(faces, recognizer, AttributeModels(store), size)
@@ -125,7 +159,8 @@ def _swap_pairs(
     Parameters
     ----------
     model : generator, ``model(target (B, 3, S, S) in [-1, 1], z_id (B, D)) -> (swap, _)``.
-    faces : held-out faces (crops and embeddings of training's identity encoder).
+    faces : held-out faces (crops and embeddings of training's identity encoder; a released
+        generator takes its own identity codes of the source crops instead).
     pairs : ``target`` and ``source`` face indices, one row per swap.
     size : generator resolution S.
     batch_size : pairs per forward pass.
@@ -135,15 +170,34 @@ def _swap_pairs(
     (P, S, S, 3) uint8 RGB swaps in the order of ``pairs``.
     """
     images = uint8_to_unit(resize(np.stack([f.crop for f in faces]), size))  # (F, 3, S, S)
-    z = torch.from_numpy(np.stack([f.embedding for f in faces])).float()  # (F, D)
     # Index tensors, not pandas' read-only arrays (torch warns on non-writable memory).
     t = torch.as_tensor(pairs["target"].to_numpy(copy=True))
     s = torch.as_tensor(pairs["source"].to_numpy(copy=True))
+    z = _identity_codes(model, faces, images, s.unique(), batch_size)  # (F, D)
     out = []
     for i in range(0, len(pairs), batch_size):
         swap, _ = model(images[t[i : i + batch_size]], z[s[i : i + batch_size]])
         out.append(unit_to_uint8(swap))
     return np.concatenate(out)
+
+
+def _identity_codes(
+    model: nn.Module,
+    faces: list[EvalFace],
+    images: torch.Tensor,
+    sources: torch.Tensor,
+    batch_size: int,
+) -> torch.Tensor:
+    """(F, D) float32 generator inputs per face: the dataset's embeddings, or for a
+    :class:`~training.released.ReleasedGenerator` its ``identity_code`` of the crops
+    ``images`` (F, 3, S, S) in [-1, 1] at the rows ``sources`` (other rows zero)."""
+    if not isinstance(model, ReleasedGenerator):
+        return torch.from_numpy(np.stack([f.embedding for f in faces])).float()
+    z = torch.zeros(len(faces), model.id_dim)
+    for i in range(0, len(sources), batch_size):
+        rows = sources[i : i + batch_size]
+        z[rows] = model.identity_code(images[rows]).float()
+    return z
 
 
 # ---- outputs ---------------------------------------------------------------------------
@@ -222,8 +276,12 @@ def _examples_png(
 def _track(paths: ProjectPaths, meta: dict, metrics: dict, artifacts: list[Path]) -> None:
     """Log the finite numeric metrics as ``Eval/<group>/<name>`` and the artifacts: into the
     training run (``meta["mlflow_run_id"]``) when it is in this tracking store, else into a
-    new run of ``paths.experiment``."""
-    tracker = Tracker([_sink(paths, meta.get("mlflow_run_id"))])
+    new run of ``paths.experiment`` (named ``meta["run_name"]`` for a released generator,
+    with its files and their SHA-256 as params)."""
+    tracker = Tracker([_sink(paths, meta.get("mlflow_run_id"), meta.get("run_name"))])
+    if meta.get("released"):
+        params = {f"released.{k}": v for k, v in meta.items() if k not in ("run_name", "step")}
+        tracker.log_params({"evaluate.generator": meta["released"], **params})
     numeric = {
         f"Eval/{k.replace('.', '/')}": v
         for k, v in flatten(metrics).items()
@@ -235,8 +293,9 @@ def _track(paths: ProjectPaths, meta: dict, metrics: dict, artifacts: list[Path]
     tracker.close()
 
 
-def _sink(paths: ProjectPaths, run_id: str | None) -> MlflowSink:
-    """The training run ``run_id``, or a new ``evaluate-<time>`` run when it is unknown here."""
+def _sink(paths: ProjectPaths, run_id: str | None, run_name: str | None = None) -> MlflowSink:
+    """The training run ``run_id``, or a new run named ``run_name`` (default
+    ``evaluate-<time>``) when there is none or it is unknown here."""
     if run_id:
         try:
             return MlflowSink(paths, "evaluate", run_id=run_id)
@@ -247,4 +306,4 @@ def _sink(paths: ProjectPaths, run_id: str | None) -> MlflowSink:
                 paths.tracking_uri,
                 e,
             )
-    return MlflowSink(paths, f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}")
+    return MlflowSink(paths, run_name or f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}")

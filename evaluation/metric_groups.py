@@ -11,6 +11,9 @@ group               content
 ``swap``            cross-identity swaps scored by the recogniser and the attribute models
 ``reconstruction``  self-swaps against their input: MSE, PSNR, SSIM
 ``fid``             FID/KID of the cross swaps against the targets (``fid.enabled``)
+``paper``           identity retrieval (CosFace), pose (Hopenet) and expression
+                    (Deep3DFaceRecon) errors as the papers report them, each where its
+                    weights are present (``paper_metrics``; seed 004 §4.2)
 ``blended``         ``swap`` again after pasting into the frames (``blend.enabled``;
                     GHOST seed 001 §III.C)
 ``protocol``        counts, recogniser and resolution of the run
@@ -41,6 +44,7 @@ from evaluation.blend import (
 from evaluation.config import EvaluateConfig
 from evaluation.fid import fid_kid
 from evaluation.metrics import mse_psnr
+from evaluation.paper_metrics import paper_metrics as compute_paper_metrics
 from evaluation.protocol import SCORE_SIZE, EvalFace, Protocol, Scorer, resize, summarize
 from infra.models import ModelStore
 from infra.paths import ProjectPaths
@@ -195,6 +199,18 @@ def fid_metrics(ctx: EvalContext) -> dict:
     return fid_kid(
         real, ctx.swaps[ctx.cross_rows], ctx.store, kid_subset_size=ctx.cfg.fid.kid_subset_size
     )
+
+
+@register_metric("paper", enabled=lambda cfg: cfg.paper_metrics != "off")
+def paper_metrics(ctx: EvalContext) -> dict:
+    """Paper-compatible identity retrieval, pose and expression errors of the cross swaps
+    (:func:`evaluation.paper_metrics.paper_metrics`); each network whose weights are absent
+    is reported as not computed with the reason. Leaves the per-pair values in
+    ``ctx.per_pair["paper"]``."""
+    summary, ctx.per_pair["paper"] = compute_paper_metrics(
+        ctx.faces, ctx.proto, ctx.swaps, ctx.size, ctx.store, ctx.cfg.batch_size
+    )
+    return summary
 
 
 @register_metric("blended", enabled=lambda cfg: cfg.blend.enabled)

@@ -55,7 +55,9 @@ class ModelSpec:
     Attributes
     ----------
     name : registry key.
-    task : ``detection``, ``recognition``, ``landmarks``, ``headpose`` or ``parsing``.
+    task : ``detection``, ``recognition``, ``landmarks``, ``headpose``, ``parsing``, ``fid``,
+        or ``paper_id``/``paper_pose``/``paper_3dmm`` (the networks of evaluation's
+        ``paper`` group, kept out of the ``recognition``/``headpose`` choices).
     file : path of the weights relative to the models directory.
     sha256 : hex digest of that file; None when no digest could be pinned (the loader then
         accepts the file and logs the digest it found, so it can be pinned).
@@ -262,6 +264,49 @@ REGISTRY: dict[str, ModelSpec] = {
             "be pinned offline.",
         ),
         ModelSpec(
+            name="cosface_sphere20",
+            task="paper_id",
+            file="recognition/cosface_sphere20_ACC99.28.pth",
+            sha256=None,
+            url="https://pan.baidu.com/s/1uOBATynzBTzZwrIKC4kcAA (password 69e6; linked from "
+            "https://github.com/MuggleWang/CosFace_pytorch README)",
+            licence="no licence stated (MuggleWang/CosFace_pytorch); trained on CASIA-WebFace",
+            input=InputSpec(
+                shape=(None, 3, 112, 96), mean=127.5, std=127.5, crop="sphereface-112x96"
+            ),
+            notes="CosFace sphere20 (`net.py: sphere`), 512-d, LFW ~99.2 %; the `ACC99.28.pth` "
+            "state_dict the face-swap evaluations load. Evaluation's `paper` group only "
+            "(evaluation.paper_models); not an ONNX recogniser. No digest could be pinned offline.",
+        ),
+        ModelSpec(
+            name="hopenet_robust_alpha1",
+            task="paper_pose",
+            file="headpose/hopenet_robust_alpha1.pkl",
+            sha256=None,
+            url="https://drive.google.com/open?id=1m25PrSE7g9D2q2XJVMR6IA7RaCvWSzCR (linked from "
+            "https://github.com/natanielruiz/deep-head-pose README)",
+            licence="Apache-2.0 (natanielruiz/deep-head-pose); trained on 300W-LP",
+            input=InputSpec(shape=(None, 3, 224, 224), mean=0.0, std=255.0),
+            notes="Hopenet ResNet-50, 66 bins × 3 angles (`300W-LP, alpha 1, robust to image "
+            "quality`); ImageNet mean/std on [0, 1] RGB. Evaluation's `paper` group only. No "
+            "digest could be pinned offline.",
+        ),
+        ModelSpec(
+            name="deep3dfacerecon_resnet50",
+            task="paper_3dmm",
+            file="face3d/deep3dfacerecon_epoch_20.pth",
+            sha256=None,
+            url="https://drive.google.com/drive/folders/1liaIxn9smpudjjqMaWWRpP0mXRW_qRPP "
+            "(checkpoints/<model_name>/epoch_20.pth; linked from "
+            "https://github.com/sicxu/Deep3DFaceRecon_pytorch README)",
+            licence="MIT (sicxu/Deep3DFaceRecon_pytorch code); 3DMM basis: Basel Face Model "
+            "2009 licence",
+            input=InputSpec(shape=(None, 3, 224, 224), mean=0.0, std=255.0),
+            notes="Deep3DFaceRecon R-Net (ResNet-50 → 257 coefficients; expression = [80:144]); "
+            "the training checkpoint, network under `net_recon`. Evaluation's `paper` group "
+            "only. No digest could be pinned offline.",
+        ),
+        ModelSpec(
             name="inception_v3_fid",
             task="fid",
             file="fid/pt_inception-2015-12-05-6726825d.pth",
@@ -296,6 +341,72 @@ REGISTRY: dict[str, ModelSpec] = {
             input=InputSpec(shape=(1, 3, None, None), mean=0.0, std=1.0),
             package="face_recognition_models",
             notes="dlib 5-point shape predictor that places the descriptor's face chip.",
+        ),
+        ModelSpec(
+            name="ghost_unet_2blocks",
+            task="swapper",
+            file="swappers/ghost/G_unet_2blocks.pth",
+            sha256=None,
+            url="https://github.com/sberbank-ai/sber-swap/releases/download/sber-swap-v2.0/"
+            "G_unet_2blocks.pth",
+            licence="Apache-2.0 (ai-forever/ghost, formerly sberbank-ai/sber-swap)",
+            input=InputSpec(
+                shape=(None, 3, 256, 256), mean=127.5, std=127.5, crop="insightface-5pose-224@256"
+            ),
+            notes="Released GHOST generator, AEI_Net(backbone='unet', num_blocks=2, c_id=512): "
+            "a plain state dict, loaded into AEINet through training/released/ghost.py. No "
+            "digest could be pinned offline.",
+        ),
+        ModelSpec(
+            name="ghost_arcface_iresnet100",
+            task="swapper_id",
+            file="swappers/ghost/backbone.pth",
+            sha256=None,
+            url="https://github.com/sberbank-ai/sber-swap/releases/download/arcface/backbone.pth",
+            licence=INSIGHTFACE_LICENCE,
+            input=InputSpec(shape=(None, 3, 112, 112), mean=127.5, std=127.5, crop="arcface-112"),
+            notes="ArcFace IResNet-100 (insightface arcface_torch names) that GHOST's generator "
+            "was trained with; raw 512-d output, not normalised. No digest pinned offline.",
+        ),
+        ModelSpec(
+            name="simswap_224",
+            task="swapper",
+            file="swappers/simswap/people/latest_net_G.pth",
+            sha256=None,
+            url="https://github.com/neuralchen/SimSwap/releases/download/1.0/checkpoints.zip",
+            archive_member="checkpoints/people/latest_net_G.pth",
+            licence="CC BY-NC 4.0 (neuralchen/SimSwap)",
+            input=InputSpec(
+                shape=(None, 3, 224, 224), mean=0.0, std=255.0, crop="insightface-5pose-224"
+            ),
+            notes="Released SimSwap 224-px generator, Generator_Adain_Upsample(n_blocks=9, "
+            "deep=False) of models/fs_networks.py: a plain state dict, loaded into "
+            "SimSwapGenerator through training/released/simswap.py. No digest pinned offline.",
+        ),
+        ModelSpec(
+            name="simswap_arcface_release",
+            task="pickled",
+            file="swappers/simswap/arcface_checkpoint.tar",
+            sha256=None,
+            url="https://github.com/neuralchen/SimSwap/releases/download/1.0/"
+            "arcface_checkpoint.tar",
+            licence="CC BY-NC 4.0 (neuralchen/SimSwap)",
+            input=InputSpec(shape=(None, 3, 112, 112), mean=0.0, std=255.0, crop="arcface-112"),
+            notes="SimSwap's ArcFace as published: a PICKLED MODULE (models.arcface_models."
+            "ResNet), never loaded at run time; `fsp convert-released simswap_arcface` turns it "
+            "into `simswap_arcface` once. Keep it as downloaded (it is not a tar archive).",
+        ),
+        ModelSpec(
+            name="simswap_arcface",
+            task="swapper_id",
+            file="swappers/simswap/arcface_state_dict.pth",
+            sha256=None,
+            url="https://github.com/neuralchen/SimSwap/releases/download/1.0/"
+            "arcface_checkpoint.tar",
+            licence="CC BY-NC 4.0 (neuralchen/SimSwap)",
+            input=InputSpec(shape=(None, 3, 112, 112), mean=0.0, std=255.0, crop="arcface-112"),
+            notes="Plain state dict written by `fsp convert-released simswap_arcface` from "
+            "`simswap_arcface_release`; [0, 1] RGB then ImageNet mean/std per channel; 512-d.",
         ),
     ]
 }

@@ -74,13 +74,17 @@ def _setup_logging() -> None:
     )
 
 
-def _load(cls, section: str, params: Path, overrides: list[str] | None, dry_run: bool):
+def _load(
+    cls, section: str, params: Path, overrides: list[str] | None, dry_run: bool, out_dir_of=None
+):
+    """Build, validate and (unless ``dry_run``) write the stage config; ``out_dir_of(cfg,
+    paths)`` chooses the output folder (default ``paths.stage_dir(section)``)."""
     with user_errors():
         cfg, paths = load_stage(cls, section, params, overrides or [])
     if dry_run:
         typer.echo(yaml.safe_dump(resolved_dict(cfg, paths, section), sort_keys=False))
         raise typer.Exit(0)
-    out_dir = paths.stage_dir(section)
+    out_dir = out_dir_of(cfg, paths) if out_dir_of else paths.stage_dir(section)
     write_resolved(cfg, paths, section, out_dir)
     _setup_logging()
     return cfg, paths, out_dir
@@ -115,8 +119,9 @@ def train(
     """Train a registered face swapper on the prepared shards with DeepSpeed.
 
     One process: `fsp train`. Several: `torchrun --nproc_per_node N $(which fsp) train`, or
-    `deepspeed --num_gpus N $(which fsp) train` (a hostfile for several nodes). SIGTERM saves
-    a checkpoint at the next step and exits 143; the same command resumes.
+    `deepspeed --num_gpus N $(which fsp) train` (a hostfile for several nodes), or Ray Train
+    with `--set train.ray.workers=N` (under `ray job submit` for a cluster). SIGTERM saves a
+    checkpoint at the next step and exits 143; the same command resumes.
     """
     import os
 
@@ -142,11 +147,16 @@ def evaluate(
     set_: SetOpt = None,
     dry_run: DryRunOpt = False,
 ) -> None:
-    """Swap held-out source/target pairs; write metrics.json and the face matrix."""
+    """Swap held-out source/target pairs; write metrics.json and the face matrix.
+
+    `--set evaluate.generator=<released swapper>` scores a published model instead of the
+    trained one (outputs in evaluate-<name>/).
+    """
     from evaluation.config import EvaluateConfig
     from evaluation.evaluate import evaluate as run_evaluate
+    from evaluation.evaluate import output_dir
 
-    cfg, paths, out_dir = _load(EvaluateConfig, "evaluate", params, set_, dry_run)
+    cfg, paths, out_dir = _load(EvaluateConfig, "evaluate", params, set_, dry_run, output_dir)
     with user_errors():
         run_evaluate(cfg, paths, out_dir)
 
@@ -181,6 +191,24 @@ def compare(
         "display.max_columns", None, "display.width", 200, "display.float_format", "{:.4f}".format
     ):
         typer.echo(table.to_string(index=False))
+
+
+@app.command("convert-released")
+def convert_released(
+    name: Annotated[str, typer.Argument(help="Model to write, e.g. simswap_arcface.")],
+    source: Annotated[
+        Path | None, typer.Option(help="The published file (default: its models-dir place).")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Convert a released pickled-module checkpoint into a plain state dict, once (the
+    file's classes are never imported; see training/released/convert.py)."""
+    from infra.models import ModelStore
+    from training.released.convert import convert_release
+
+    with user_errors():
+        done = convert_release(name, ModelStore(_paths(params).models_dir), source)
+    typer.echo(f"wrote {done.path}: {done.tensors} tensors, sha256 {done.sha256}")
 
 
 @app.command()

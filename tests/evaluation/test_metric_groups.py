@@ -12,7 +12,7 @@ from evaluation.config import EvaluateConfig
 from evaluation.protocol import EvalFace, choose
 
 #: ``metrics.json`` groups in the order the stage has always written them.
-GROUPS = ["swap", "reconstruction", "fid", "blended", "protocol", "timing"]
+GROUPS = ["swap", "reconstruction", "fid", "paper", "blended", "protocol", "timing"]
 
 
 def _context(cfg: EvaluateConfig | None = None) -> mg.EvalContext:
@@ -44,7 +44,7 @@ def empty_registry(monkeypatch):
 def test_registered_groups_are_the_metrics_json_keys_in_order():
     assert mg.list_metric_groups() == GROUPS
     assert mg.enabled_metric_groups(EvaluateConfig()) == GROUPS
-    cfg = EvaluateConfig(fid={"enabled": False}, blend={"enabled": False})
+    cfg = EvaluateConfig(fid={"enabled": False}, blend={"enabled": False}, paper_metrics="off")
     assert mg.enabled_metric_groups(cfg) == ["swap", "reconstruction", "protocol", "timing"]
 
 

@@ -45,6 +45,11 @@ class AEINetConfig(StrictConfig):
     conv_bias: bool = Field(
         True, description="Bias in the AAD ResBlk 3×3 convs (GHOST release: none)."
     )
+    align_corners: bool = Field(
+        False,
+        description="Bilinear resampling of z_att^n and between AAD ResBlks with "
+        "align_corners=True (GHOST release `AEI_Net.py`), or False (this project's default).",
+    )
     init: Literal["pytorch", "xavier"] = Field(
         "pytorch",
         description="Weights at start: PyTorch's defaults, or GHOST's release `weight_init` "
@@ -127,7 +132,9 @@ class AttributeEncoder(nn.Module):
         z = [feats[-1]]  # z_att^1 at 2×2
         for j, layer in enumerate(self.up, start=1):
             z.append(torch.cat([layer(z[-1]), feats[self.cfg.num_down - 1 - j]], dim=1))
-        z.append(F.interpolate(z[-1], size=(S, S), mode="bilinear", align_corners=False))
+        z.append(
+            F.interpolate(z[-1], size=(S, S), mode="bilinear", align_corners=self.cfg.align_corners)
+        )
         return z
 
 
@@ -210,6 +217,7 @@ class AADGenerator(nn.Module):
         super().__init__()
         att = cfg.attribute_channels
         top = cfg.encoder_channels[-1]
+        self.align_corners = cfg.align_corners
         self.stem = nn.ConvTranspose2d(id_dim, top, kernel_size=2)
         outs = [min(a, top) for a in att[:-1]] + [3]
         ins = [top, *outs[:-1]]
@@ -225,7 +233,9 @@ class AADGenerator(nn.Module):
         for k, block in enumerate(self.blocks):
             h = block(h, z_att[k], z_id)
             if k < len(self.blocks) - 1:
-                h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
+                h = F.interpolate(
+                    h, scale_factor=2, mode="bilinear", align_corners=self.align_corners
+                )
         return torch.tanh(h)
 
 

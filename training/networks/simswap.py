@@ -30,6 +30,12 @@ class SimSwapGeneratorConfig(StrictConfig):
     max_channels: int = Field(512, ge=1, description="Channel cap, the ID-injection width.")
     num_down: int = Field(3, ge=1, description="Stride-2 downsamplings.")
     id_blocks: int = Field(9, ge=1, description="ID blocks (AdaIN residual blocks).")
+    adain_eps: float = Field(
+        1e-5,
+        gt=0,
+        description="ε of the ID blocks' instance norm (PyTorch's 1e-5; the release's own "
+        "`InstanceNorm` in `models/fs_networks.py` uses 1e-8).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SimSwapGeneratorConfig:
@@ -47,9 +53,9 @@ class AdaIN(nn.Module):
     """Instance norm (no affine) then ``x · (1 + γ(z)) + β(z)`` with γ, β linear in the
     identity vector z (SimSwap ``ApplyStyle``). Shapes: x (B, C, H, W), z (B, D)."""
 
-    def __init__(self, channels: int, id_dim: int):
+    def __init__(self, channels: int, id_dim: int, eps: float = 1e-5):
         super().__init__()
-        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.norm = nn.InstanceNorm2d(channels, affine=False, eps=eps)
         self.style = nn.Linear(id_dim, 2 * channels)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -58,14 +64,15 @@ class AdaIN(nn.Module):
 
 
 class IDBlock(nn.Module):
-    """ID block: x + AdaIN(conv(ReLU(AdaIN(conv(x), z))), z), reflection-padded 3×3 convs."""
+    """ID block: x + AdaIN(conv(ReLU(AdaIN(conv(x), z))), z), reflection-padded 3×3 convs;
+    ``eps`` of the AdaIN instance norms."""
 
-    def __init__(self, channels: int, id_dim: int):
+    def __init__(self, channels: int, id_dim: int, eps: float = 1e-5):
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, padding_mode="reflect")
-        self.ada1 = AdaIN(channels, id_dim)
+        self.ada1 = AdaIN(channels, id_dim, eps)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, padding_mode="reflect")
-        self.ada2 = AdaIN(channels, id_dim)
+        self.ada2 = AdaIN(channels, id_dim, eps)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.ada1(self.conv1(x), z))
@@ -96,7 +103,9 @@ class SimSwapGenerator(nn.Module):
             nn.ReLU(True),
         )
         self.down = nn.Sequential(*[_conv_bn_relu(c[i], c[i + 1], 2) for i in range(cfg.num_down)])
-        self.id_blocks = nn.ModuleList(IDBlock(c[-1], id_dim) for _ in range(cfg.id_blocks))
+        self.id_blocks = nn.ModuleList(
+            IDBlock(c[-1], id_dim, cfg.adain_eps) for _ in range(cfg.id_blocks)
+        )
         self.up = nn.Sequential(
             *[
                 nn.Sequential(

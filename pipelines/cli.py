@@ -135,7 +135,12 @@ def train(
     cfg, paths, out_dir = _load(TrainConfig, "train", params, set_, dry_run)
     try:
         with user_errors(BadStepsError):
-            run_train(cfg, paths, out_dir)
+            if cfg.ray.workers:
+                from training.ray_launch import train_on_ray
+
+                train_on_ray(cfg, paths, out_dir)
+            else:
+                run_train(cfg, paths, out_dir)
     except PreemptedError as e:
         typer.echo(f"stopped: {e}", err=True)
         raise typer.Exit(EXIT_PREEMPTED) from None

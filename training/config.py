@@ -78,6 +78,21 @@ class CheckpointConfig(StrictConfig):
     )
 
 
+class RayTrainConfig(StrictConfig):
+    """``fsp train`` as a Ray Train ``TorchTrainer`` (``workers`` > 0): Ray starts one
+    training process per worker across the cluster's nodes and sets up their process group;
+    each builds the two DeepSpeed engines as a ``torchrun`` process does."""
+
+    workers: int = Field(
+        0, ge=0, description="Ray Train workers (processes); 0 = not under Ray Train."
+    )
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per worker (fractions allowed).")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per worker; 0 = CPU (gloo).")
+    max_failures: int = Field(
+        3, ge=0, description="Restarts from the latest checkpoint after a worker failure."
+    )
+
+
 class TrainSettingsConfig(StrictConfig):
     """The settings of ``train`` every swapper shares (see :data:`TrainConfig`)."""
 
@@ -94,6 +109,7 @@ class TrainSettingsConfig(StrictConfig):
     phases: PhasesConfig = Field(default_factory=PhasesConfig)
     ema: EMAConfig = Field(default_factory=EMAConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    ray: RayTrainConfig = Field(default_factory=RayTrainConfig)
     max_bad_steps: int = Field(
         5, ge=1, description="Consecutive steps with a NaN/inf loss that stop the run."
     )

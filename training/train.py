@@ -248,7 +248,7 @@ def open_tracker(run: Run, paths: ProjectPaths, out_dir: Path) -> Tracker:
         return Tracker()
     cfg = run.cfg
     name = f"train-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    sink = MlflowSink(paths, name, run_id=run.state.get("mlflow_run_id"))
+    sink = MlflowSink(paths, name, run_id=run.state.get("mlflow_run_id"), unsent_dir=out_dir)
     resume_step = run.start if run.resumed_from else None
     tracker = Tracker([sink, CsvSink(out_dir / "losses.csv", resume_step=resume_step)])
     if not run.resumed_from:

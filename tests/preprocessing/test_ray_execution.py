@@ -1,5 +1,7 @@
-"""Ray execution: kill-and-resume gives the same shards; `ray job submit` to a real head."""
+"""Ray execution: kill-and-resume gives the same shards; `ray job submit` to a real
+two-node cluster gives a local run's shards."""
 
+import json
 import os
 import re
 import signal
@@ -12,8 +14,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
-from tests.conftest import small_params, write_vgg_tree
 
 BIN = Path(sys.executable).parent
 
@@ -93,31 +93,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _ray_start(env: dict, *args: str) -> None:
+    cmd = [str(BIN / "ray"), "start", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    start = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def ray_head():
-    """A real Ray head on 127.0.0.1 (no auth, no usage stats); stopped afterwards.
+    """A real two-node Ray cluster on 127.0.0.1: a head and a worker node, each its own
+    raylet with 1 CPU (no auth, no usage stats); stopped afterwards.
     Yields (dashboard address, env for `ray job submit`)."""
     port, dash = _free_port(), _free_port()
     env = _env(RAY_AUTH_MODE="disabled")
-    start = subprocess.run(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            f"--port={port}",
-            "--num-cpus=2",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dash}",
-            "--disable-usage-stats",
-            "--include-dashboard=true",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert start.returncode == 0, start.stderr[-3000:]
+    head = ("--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=true")
+    _ray_start(env, *head, "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}")
     try:
+        worker_ports = [
+            f"--node-manager-port={_free_port()}",
+            f"--object-manager-port={_free_port()}",
+        ]
+        low = _free_port()
+        worker_ports += [f"--min-worker-port={low}", f"--max-worker-port={low + 200}"]
+        _ray_start(env, f"--address=127.0.0.1:{port}", "--num-cpus=1", *worker_ports)
         yield f"http://127.0.0.1:{dash}", env
     finally:
         subprocess.run(
@@ -141,24 +139,30 @@ def _submit(address: str, env: dict, *entrypoint: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_ray_job_submit_prepare(ray_head, tmp_path):
-    inputs = tmp_path / "vgg"
-    expected = write_vgg_tree(inputs)
-    params = small_params(
-        tmp_path / "out", [{"name": "vgg", "kind": "vggface2", "path": str(inputs)}]
-    )
-    params["prepare"]["split"]["eval_identities"] = 1
-    params["prepare"]["ray"].pop("num_cpus")
+def test_ray_job_submit_prepare_on_two_nodes_matches_a_local_run(ray_head, prepared, tmp_path):
+    _, _, _, reference_dir, params = prepared
+    params = {**params, "paths": {**params["paths"], "output_dir": str(tmp_path / "out")}}
+    params["prepare"]["ray"] = {
+        k: v for k, v in params["prepare"]["ray"].items() if k != "num_cpus"
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = _submit(*ray_head, "fsp", "prepare", "-p", str(tmp_path / "params.yaml"))
     assert "connecting to Ray cluster" in out
-    m = pd.read_parquet(tmp_path / "out" / "prepare" / "manifest.parquet")
-    assert len(m) == len(expected)
-    reasons = {
-        k: r if isinstance(r, str) else None for k, r in zip(m.listed, m.reason, strict=True)
-    }
-    assert reasons == expected
-    assert list((tmp_path / "out" / "prepare" / "shards").glob("*.tar"))
+    listed = subprocess.run(
+        [str(BIN / "ray"), "list", "actors", f"--address={ray_head[0]}", "--format=json"],
+        env=ray_head[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    nodes = {a["node_id"] for a in json.loads(listed.stdout) if "MapWorker" in a["class_name"]}
+    assert len(nodes) == 2, listed.stdout[-2000:]  # the actor pool spread over both nodes
+    # the same bytes as the session's local run of the same params
+    prepared_dir = tmp_path / "out" / "prepare"
+    assert _files(prepared_dir / "shards") == _files(reference_dir / "shards")
+    got = pd.read_parquet(prepared_dir / "manifest.parquet")
+    want = pd.read_parquet(reference_dir / "manifest.parquet")
+    pd.testing.assert_frame_equal(got, want)
 
 
 @pytest.mark.slow

@@ -2,8 +2,9 @@
 
     python -m training.benchmarks.loader [--model aei_net] [--workers 1] [--batches 200]
 
-Measures pairs/s delivered by the loader alone (after its first batch) and pairs/s one
-training step consumes (DeepSpeed engines, the configured model), and prints the ratio
+Measures pairs/s delivered by the loader alone (after its first batch), for each shard
+access (``indexed`` random access and ``stream`` sequential reads, side by side), and pairs/s
+one training step consumes (DeepSpeed engines, the configured model), and prints the ratios
 (target ≥ 10x).
 """
 
@@ -23,6 +24,16 @@ from training.benchmarks.common import (
 )
 
 
+def _loader_rate(cfg, card, data_dir: Path, workers: int, batches: int) -> float:
+    """Pairs/s of a fresh loader after its first batch (worker start-up, index, buffer)."""
+    loader = loader_for(cfg, card, data_dir, workers=workers)
+    next(loader)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        next(loader)
+    return batches * cfg.batch_size / (time.perf_counter() - t0)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = single_model_parser(__doc__)
     ap.add_argument("--workers", type=int, default=1)
@@ -32,13 +43,13 @@ def main(argv: list[str] | None = None) -> None:
 
     dist.init_distributed()
     cfg, card, data_dir, store, _ = setup(Path(args.params), args.model, args.set)
+    rates = {}
+    for access in ("indexed", "stream"):
+        data = cfg.data.model_copy(update={"access": access})
+        rates[access] = _loader_rate(
+            cfg.model_copy(update={"data": data}), card, data_dir, args.workers, args.batches
+        )
     loader = loader_for(cfg, card, data_dir, workers=args.workers)
-    next(loader)  # worker start-up and buffer fill
-    t0 = time.perf_counter()
-    for _ in range(args.batches):
-        next(loader)
-    load_rate = args.batches * cfg.batch_size / (time.perf_counter() - t0)
-
     objective = objective_for(cfg, card, store)
     g, d = build_pair(cfg, card, deepspeed=True)
     batches = [next(loader) for _ in range(args.steps)]
@@ -48,9 +59,9 @@ def main(argv: list[str] | None = None) -> None:
         f"model {args.model} ({cfg.width}), batch {cfg.batch_size}, {cfg.arch.image_size} px, "
         f"{args.workers} loader worker(s)"
     )
-    print(f"loader:        {load_rate:9.1f} pairs/s")
-    print(f"training step: {step_rate:9.1f} pairs/s")
-    print(f"loader / step: {load_rate / step_rate:9.1f}x")
+    for access, rate in rates.items():
+        print(f"loader ({access:7s}): {rate:9.1f} pairs/s  = {rate / step_rate:6.1f}x a step")
+    print(f"training step:     {step_rate:9.1f} pairs/s")
 
 
 if __name__ == "__main__":

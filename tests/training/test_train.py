@@ -200,8 +200,8 @@ def test_overfit_identity_loss_decreases(prepared, tmp_path):
         log_every=10,
         sample_every=1000,
         ema={"enabled": False},
-        generator={"lr": 1e-3},
         aei_net={
+            "optimizer": {"generator": {"lr": 1e-3, "weight_decay": 1e-4}},
             "weights": {"adv": 1.0, "id": 20.0, "att": 10.0, "rec": 10.0},
             "debug": params["train"]["aei_net"]["debug"],
         },

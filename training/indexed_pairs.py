@@ -342,11 +342,10 @@ class IndexedPairSource:
             self.world,
             start,
         )
+        # Its own generator: a DataLoader otherwise draws its base seed from the global torch
+        # RNG, so a resumed run (which opens it after restoring that RNG) would diverge.
+        seed = torch.Generator().manual_seed(self.seed * 1000 + epoch)
         loader = torch.utils.data.DataLoader(
-            self.dataset,
-            sampler=draw,
-            batch_size=None,
-            num_workers=num_workers,
-            persistent_workers=False,
+            self.dataset, sampler=draw, batch_size=None, num_workers=num_workers, generator=seed
         )
         return iter(loader)

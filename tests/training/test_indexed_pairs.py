@@ -138,3 +138,14 @@ def test_draw_is_seeded():
     first, again = (_draws(index, GHOST, 4, 5) for _ in range(2))
     other = list(PairDraw(index, GHOST, 4, 5, seed=1, epoch=0))
     assert first == again and first != other
+
+
+def test_opening_an_epoch_leaves_the_global_rng_alone(one_identity_per_shard):
+    """A resumed run opens its loader after restoring the RNG: the loader must not draw from
+    it, or training's random draws (e.g. SimSwap's gradient penalty) would shift."""
+    index = IdentityIndex.build(one_identity_per_shard)
+    source = IndexedPairSource(index, IDENTITY_GROUPING, 4, 8, 5, seed=0)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    next(source.open_epoch(0, 2, num_workers=0))
+    assert torch.equal(torch.get_rng_state(), before)

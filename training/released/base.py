@@ -71,6 +71,11 @@ class ReleasedGenerator(nn.Module):
     cfg: StrictConfig
     id_dim: int = 512
 
+    def __init__(self, generator: nn.Module, arcface: nn.Module):
+        super().__init__()
+        self.generator, self.arcface = generator, arcface
+        self.cfg, self.id_dim = generator.cfg, generator.id_dim
+
     def identity_code(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) RGB in [-1, 1] source crops → (B, id_dim) generator input."""
         raise NotImplementedError
@@ -256,3 +261,12 @@ def file_record(store: ModelStore, name: str) -> tuple[Path, str]:
     """(verified path, sha256) of registry model ``name`` (see :func:`released_file`)."""
     path = released_file(store, name)
     return path, file_sha256(path)
+
+
+def release_files(store: ModelStore, row: ReleasedSwapper) -> tuple[Path, Path, dict]:
+    """(generator file, identity file, meta naming both with their SHA-256) of ``row``;
+    :func:`released_file`'s errors when one is absent."""
+    g_path, g_sha = file_record(store, row.generator_model)
+    i_path, i_sha = file_record(store, row.identity_model)
+    meta = {"generator_file": str(g_path), "generator_sha256": g_sha}
+    return g_path, i_path, meta | {"identity_file": str(i_path), "identity_sha256": i_sha}

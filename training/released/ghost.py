@@ -32,10 +32,10 @@ from training.released.base import (
     ReleasedSwapper,
     Rule,
     build_loaded,
-    file_record,
     key_map,
     load_plain_state_dict,
     meta_module,
+    release_files,
 )
 from training.released.iresnet import IRESNET100_LAYERS, IResNet
 
@@ -106,11 +106,6 @@ class GhostRelease(ReleasedGenerator):
     ArcFace-template crops instead (one protocol for all models).
     """
 
-    def __init__(self, generator: AEINet, arcface: IResNet):
-        super().__init__()
-        self.generator, self.arcface = generator, arcface
-        self.cfg, self.id_dim = generator.cfg, generator.id_dim
-
     def forward(self, target: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, None]:
         """(B, 3, S, S) RGB in [-1, 1], (B, 512) :meth:`identity_code` → ((B, 3, S, S) in
         [-1, 1], None). ValueError on other shapes."""
@@ -138,8 +133,7 @@ def load_ghost(row: ReleasedSwapper, store: ModelStore) -> tuple[GhostRelease, d
     infra.models.ModelFileMissingError : a file is absent (named, with its URL).
     ReleasedWeightsError : a file is a pickled module or does not match the key map.
     """
-    g_path, g_sha = file_record(store, row.generator_model)
-    i_path, i_sha = file_record(store, row.identity_model)
+    g_path, i_path, meta = release_files(store, row)
     generator = build_loaded(
         lambda: AEINet(row.generator, 512), load_plain_state_dict(g_path), GHOST_RULES, str(g_path)
     )
@@ -147,6 +141,4 @@ def load_ghost(row: ReleasedSwapper, store: ModelStore) -> tuple[GhostRelease, d
     arcface = build_loaded(
         lambda: IResNet(layers), load_plain_state_dict(i_path), SAME_NAMES, str(i_path)
     )
-    meta = {"generator_file": str(g_path), "generator_sha256": g_sha}
-    meta |= {"identity_file": str(i_path), "identity_sha256": i_sha}
     return GhostRelease(generator, arcface).eval(), meta

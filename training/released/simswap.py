@@ -32,10 +32,10 @@ from training.released.base import (
     ReleasedSwapper,
     Rule,
     build_loaded,
-    file_record,
     key_map,
     load_plain_state_dict,
     meta_module,
+    release_files,
 )
 from training.released.simswap_arcface import SimSwapArcFace, arch_from_state_dict
 
@@ -95,9 +95,7 @@ class SimSwapRelease(ReleasedGenerator):
     """
 
     def __init__(self, generator: SimSwapGenerator, arcface: SimSwapArcFace):
-        super().__init__()
-        self.generator, self.arcface = generator, arcface
-        self.cfg, self.id_dim = generator.cfg, generator.id_dim
+        super().__init__(generator, arcface)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN)[None, :, None, None], False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD)[None, :, None, None], False)
 
@@ -131,8 +129,7 @@ def load_simswap(row: ReleasedSwapper, store: ModelStore) -> tuple[SimSwapReleas
         ArcFace also the conversion command).
     ReleasedWeightsError : a file is a pickled module or does not match the key map.
     """
-    g_path, g_sha = file_record(store, row.generator_model)
-    i_path, i_sha = file_record(store, row.identity_model)
+    g_path, i_path, meta = release_files(store, row)
     generator = build_loaded(
         lambda: SimSwapGenerator(row.generator, 512),
         load_plain_state_dict(g_path),
@@ -142,6 +139,4 @@ def load_simswap(row: ReleasedSwapper, store: ModelStore) -> tuple[SimSwapReleas
     state = load_plain_state_dict(i_path)
     layers, use_se = arch_from_state_dict(state)
     arcface = build_loaded(lambda: SimSwapArcFace(layers, use_se), state, SAME_NAMES, str(i_path))
-    meta = {"generator_file": str(g_path), "generator_sha256": g_sha}
-    meta |= {"identity_file": str(i_path), "identity_sha256": i_sha}
     return SimSwapRelease(generator, arcface).eval(), meta

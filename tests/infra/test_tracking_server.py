@@ -310,4 +310,6 @@ def test_train_with_an_unreachable_server_fails_fast(prepared, tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and uri in errors[0] and "unreachable" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
-    assert wall < 20, f"took {wall:.0f} s"  # about 8 s here, most of it importing torch
+    # about 8 s idle here (most of it importing torch), 30 s with both cores busy; the fault it
+    # guards against is the MLflow client retrying for about 4 minutes
+    assert wall < 90, f"took {wall:.0f} s"

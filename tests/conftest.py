@@ -168,6 +168,8 @@ def small_params(out_dir: Path, sources: list[dict]) -> dict:
             "aei_net": {"debug": TINY_AEI},
             "ghost": {"debug": TINY_AEI},
             "simswap": {"debug": TINY_SIMSWAP},
+            "cvae": {"debug": {k: v for k, v in TINY_SIMSWAP.items() if k != "discriminator"}},
+            "cvae_gan": {"debug": TINY_SIMSWAP},
         },
         "evaluate": {
             "num_sources": 3,

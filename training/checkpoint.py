@@ -5,7 +5,8 @@ MLflow run id and the resolved config.
 Layout under ``<train>/checkpoints``::
 
     generator/<tag>/…        DeepSpeed checkpoint of the generator engine
-    discriminator/<tag>/…    DeepSpeed checkpoint of the discriminator engine
+    discriminator/<tag>/…    DeepSpeed checkpoint of the discriminator engine (absent for a
+                             swapper without a discriminator)
     <tag>.rank<r>.pt         trainer state of rank r
     latest                   the newest complete tag
 """
@@ -47,10 +48,11 @@ def latest_tag(folder: Path) -> str | None:
 
 
 def save(folder: Path, step: int, g_engine, d_engine, trainer_state: dict, keep: int) -> str:
-    """Save everything at ``step``; every rank calls this. Returns the tag."""
+    """Save everything at ``step``; every rank calls this (``d_engine`` None: no
+    discriminator). Returns the tag."""
     tag = tag_of(step)
-    g_engine.save_checkpoint(str(folder / "generator"), tag=tag)
-    d_engine.save_checkpoint(str(folder / "discriminator"), tag=tag)
+    for name, engine in _engines(g_engine, d_engine):
+        engine.save_checkpoint(str(folder / name), tag=tag)
     torch.save({**trainer_state, "step": step}, folder / f"{tag}.rank{dist.rank()}.pt")
     dist.barrier()
     if dist.is_main():
@@ -61,12 +63,19 @@ def save(folder: Path, step: int, g_engine, d_engine, trainer_state: dict, keep:
 
 
 def load(folder: Path, tag: str, g_engine, d_engine) -> dict:
-    """Restore both engines from ``tag``; returns this rank's trainer state."""
-    for engine, name in ((g_engine, "generator"), (d_engine, "discriminator")):
+    """Restore both engines (the generator's only when ``d_engine`` is None) from ``tag``;
+    returns this rank's trainer state."""
+    for name, engine in _engines(g_engine, d_engine):
         path, _ = engine.load_checkpoint(str(folder / name), tag=tag)
         if path is None:
             raise FileNotFoundError(f"no {name} checkpoint {tag} in {folder}")
     return torch.load(folder / f"{tag}.rank{dist.rank()}.pt", weights_only=False)
+
+
+def _engines(g_engine, d_engine) -> list[tuple[str, object]]:
+    """(folder name, engine) of the engines a run has."""
+    engines = [("generator", g_engine), ("discriminator", d_engine)]
+    return [(name, e) for name, e in engines if e is not None]
 
 
 def _prune(folder: Path, keep: int) -> None:

@@ -16,34 +16,63 @@ identity network.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import cv2
+import numpy as np
 import torch
 
 from infra.dataset_format import decode_embedding, decode_files
+from infra.facemesh_topology import face_oval_mask
 from infra.geometry import uint8_to_unit
 
 
-def decode_sample(sample: dict, image_size: int) -> dict:
+def decode_sample(sample: dict, image_size: int, annotations: tuple[str, ...] = ()) -> dict:
     """Raw WebDataset sample → training tensors (files as :mod:`infra.dataset_format`).
 
     Returns ``{"image": (3, S, S) float32 in [-1, 1] RGB, "embedding": (D,) float32,
-    "identity": str ("" when unknown), "key": str}``. Raises ValueError/KeyError on a bad
-    sample (the pipeline skips and counts it).
+    "identity": str ("" when unknown), "key": str}`` plus each requested annotation of
+    :data:`training.swappers.base.ANNOTATIONS`: ``face_mask`` (1, S, S) float32 in {0, 1},
+    the FaceMesh face oval of ``lmk468.npy`` scaled from the primary crop to S; ``pose``
+    (3,) float32 yaw, pitch, roll in degrees (the sample's ``json``). Raises
+    ValueError/KeyError on a bad sample or a missing annotation (the pipeline skips and
+    counts it).
     """
     files = decode_files(sample, ("jpg", "json"))
     rgb = files["jpg"]
+    crop = rgb.shape[0]
     if rgb.shape[0] != image_size or rgb.shape[1] != image_size:
         rgb = cv2.resize(rgb, (image_size, image_size), interpolation=cv2.INTER_AREA)
     embedding = decode_embedding(sample["id.npy"], files["__key__"])
-    return {
+    out = {
         "image": uint8_to_unit(rgb),
         "embedding": torch.from_numpy(embedding),
         "identity": files["json"].get("identity") or "",
         "key": sample["__key__"],
     }
+    for name in annotations:
+        out[name] = _annotation(name, sample, files["json"], crop, image_size)
+    return out
+
+
+def _annotation(name: str, sample: dict, meta: dict, crop: int, size: int) -> torch.Tensor:
+    """One per-target annotation (see :func:`decode_sample`); KeyError when the sample lacks
+    the file or field it comes from, ValueError on another name."""
+    if name == "face_mask":
+        if "lmk468.npy" not in sample:
+            raise KeyError(f"sample {sample.get('__key__', '')}: missing lmk468.npy")
+        marks = decode_files(sample, ("lmk468.npy",))["lmk468.npy"] * (size / crop)
+        return torch.from_numpy(face_oval_mask(marks, size))[None]
+    if name == "pose":
+        yaw, pitch, roll = (float(meta["pose"][k]) for k in ("yaw", "pitch", "roll"))
+        return torch.from_numpy(np.array([yaw, pitch, roll], np.float32))
+    raise ValueError(f"unknown annotation {name!r}")
+
+
+def stack_annotations(targets: list[dict], names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The ``names`` annotations of decoded target samples stacked over the batch."""
+    return {n: torch.stack([t[n] for t in targets]) for n in names}
 
 
 @dataclass
@@ -58,6 +87,8 @@ class PairBatch:
     same_image : (B,) bool, source is the target image.
     same_identity : (B,) bool, source and target share a known identity (or image).
     kind : ``mixed``, ``intra`` or ``inter`` (SimSwap alternates intra-ID/inter-ID batches).
+    annotations : per-target annotations the swapper asked for, stacked over the batch
+        (``face_mask`` (B, 1, S, S), ``pose`` (B, 3); see :func:`decode_sample`).
     """
 
     target: torch.Tensor
@@ -66,12 +97,12 @@ class PairBatch:
     same_image: torch.Tensor
     same_identity: torch.Tensor
     kind: str
+    annotations: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> PairBatch:
-        return cls(
-            d["target"], d["source"], d["z_id"], d["same_image"], d["same_identity"], d["kind"]
-        )
+        fields = ("target", "source", "z_id", "same_image", "same_identity", "kind")
+        return cls(*(d[k] for k in fields), dict(d.get("annotations", {})))
 
 
 class PairSource(Protocol):

@@ -259,17 +259,19 @@ class IndexedPairs(Dataset):
     Raises ValueError when fewer than 2 pairs of a batch remain (damaged shards).
     """
 
-    def __init__(self, index: IdentityIndex, image_size: int):
-        self.index, self.image_size = index, image_size
+    def __init__(self, index: IdentityIndex, image_size: int, annotations: tuple[str, ...] = ()):
+        self.index, self.image_size, self.annotations = index, image_size, tuple(annotations)
         self.reader = ShardReader(index)
 
     def __getitem__(self, spec: PairSpec) -> dict:
-        from training.data import decode_sample
+        from training.data import decode_sample, stack_annotations
 
         decoded, bad = {}, 0
+        needs = set(spec.targets)
         for i in sorted({*spec.targets, *spec.sources}):
+            names = self.annotations if i in needs else ()
             try:
-                decoded[i] = decode_sample(self.reader[i], self.image_size)
+                decoded[i] = decode_sample(self.reader[i], self.image_size, names)
             except (KeyError, ValueError, OSError):
                 bad += 1
         keep = [
@@ -299,6 +301,7 @@ class IndexedPairs(Dataset):
             "same_image": same_image,
             "same_identity": same_id,
             "kind": spec.kind,
+            "annotations": stack_annotations([decoded[t] for t in tgt], self.annotations),
             "skipped": bad,
         }
 
@@ -311,7 +314,8 @@ class IndexedPairSource:
     index : the training split's :class:`IdentityIndex`.
     recipe : the swapper's data recipe; batch_size : pairs per batch;
     image_size : output side (px); steps_per_epoch : batches per epoch;
-    seed, rank, world : seeding and the rank's share of the draw units.
+    seed, rank, world : seeding and the rank's share of the draw units;
+    annotations : per-target annotations the swapper reads.
     """
 
     def __init__(
@@ -324,8 +328,9 @@ class IndexedPairSource:
         seed: int,
         rank: int = 0,
         world: int = 1,
+        annotations: tuple[str, ...] = (),
     ):
-        self.dataset = IndexedPairs(index, image_size)
+        self.dataset = IndexedPairs(index, image_size, annotations)
         self.recipe, self.batch_size, self.steps = recipe, batch_size, steps_per_epoch
         self.seed, self.rank, self.world = seed, rank, world
 

@@ -125,3 +125,23 @@ def eye_heatmap_loss(
         gaussian_heatmaps(eyes_swap, size, sigma),
         gaussian_heatmaps(eyes_target.detach(), size, sigma),
     )
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """D_KL(N(μ, σ²) ‖ N(0, I)) = −½ (1 + log σ² − μ² − σ²) per latent element, averaged
+    over the batch and the latent's elements (Facke eq. 9's posterior term, seed 002
+    §2.2.1). The per-element mean keeps its weight independent of the latent's size (the
+    project's choice; Facke gives no normalisation). mu, logvar : (B, …) same shape."""
+    if mu.shape != logvar.shape:
+        raise ValueError(f"mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} differ")
+    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean()
+
+
+def weighted_mse(swap: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Σ_i w_i · mean((Ŷ_i − X_t,i)²) / B: per-pair MSE reconstruction with a weight per pair
+    (Facke §2.2.1 takes the MSE as the VAE's reconstruction term; §2.2.4 weights it high on
+    intra-ID and low on inter-ID pairs). swap, target : (B, 3, H, W); weight : (B,)."""
+    if weight.shape != (swap.shape[0],):
+        raise ValueError(f"weight must be (B,), got {tuple(weight.shape)}")
+    per_sample = (swap - target).pow(2).flatten(1).mean(1)
+    return (per_sample * weight.to(per_sample.dtype)).mean()

@@ -17,9 +17,12 @@ import torch
 from torch import nn
 
 from training.networks.aei_net import AEINet
+from training.networks.cvae import CVAEGenerator
 from training.networks.discriminator import MultiscaleDiscriminator
 from training.networks.simswap import SimSwapGenerator
-from training.swappers.base import Objective, Swapper
+from training.swappers.base import BuildContext, Objective, Swapper
+from training.swappers.cvae import CVAEConfig, CVAEObjective
+from training.swappers.cvae_gan import CVAEGANConfig, CVAEGANObjective
 from training.swappers.faceshifter import FaceShifterConfig, FaceShifterObjective
 from training.swappers.ghost import GhostConfig, GhostObjective
 from training.swappers.simswap import SimSwapConfig, SimSwapObjective
@@ -65,6 +68,29 @@ SWAPPERS: dict[str, Swapper] = {
             losses="identity, L1 reconstruction on intra-ID pairs, hinge adv, gradient penalty "
             "(lazy Dreg), weak feature matching (eq. 2–8)",
         ),
+        Swapper(
+            name="cvae",
+            title="CVAE with identity loss: SimSwap's encoder and decoder around a 2-D latent "
+            "(conv μ / log σ² heads, reparameterisation, ID blocks on z); no discriminator "
+            "(Facke §2.2.1–2.2.4, seed 002)",
+            config=CVAEConfig,
+            generator=CVAEGenerator,
+            discriminator=None,
+            objective=CVAEObjective,
+            losses="identity, MSE reconstruction weighted high on intra-ID and low on inter-ID "
+            "batches (alternating), KL to N(0, I) (§2.2.1, §2.2.4)",
+        ),
+        Swapper(
+            name="cvae_gan",
+            title="CVAE-GAN: the CVAE generator in SimSwap's adversarial setup, Identity "
+            "Grouping on (Facke §2.2.5, Table 1 CVAE-GAN-IG)",
+            config=CVAEGANConfig,
+            generator=CVAEGenerator,
+            discriminator=MultiscaleDiscriminator,
+            objective=CVAEGANObjective,
+            losses="SimSwap's (identity, L1 reconstruction on intra-ID, hinge adv, gradient "
+            "penalty, weak feature matching; eq. 2–8) + KL to N(0, I) (eq. 9)",
+        ),
     )
 }
 
@@ -81,19 +107,25 @@ def build_generator(cfg: TrainConfig, id_dim: int) -> nn.Module:
     return swapper(cfg.model).generator(cfg.arch, id_dim)
 
 
-def build_discriminator(cfg: TrainConfig) -> nn.Module:
-    """The chosen swapper's discriminator at ``train.width``."""
-    return swapper(cfg.model).discriminator(cfg.arch.discriminator)
+def build_discriminator(cfg: TrainConfig) -> nn.Module | None:
+    """The chosen swapper's discriminator at ``train.width``; None for a swapper trained
+    without an adversary."""
+    row = swapper(cfg.model)
+    return None if row.discriminator is None else row.discriminator(cfg.arch.discriminator)
 
 
-def build_objective(cfg: TrainConfig, card: DatasetCard, store: ModelStore) -> Objective:
+def build_objective(
+    cfg: TrainConfig, card: DatasetCard, store: ModelStore, data_dir: Path
+) -> Objective:
     """The chosen swapper's objective with its frozen helpers (the identity encoder twin of
-    the dataset's embedding model, and any model-specific network), built once."""
+    the dataset's embedding model, and any model-specific network or data such as a style
+    set read from the shards in ``data_dir``), built once."""
     from infra.identity import identity_encoder_for_dataset
 
-    return swapper(cfg.model).objective.build(
-        cfg.section, identity_encoder_for_dataset(card, store), store
+    ctx = BuildContext(
+        identity_encoder_for_dataset(card, store), store, card, Path(data_dir), cfg.arch.image_size
     )
+    return swapper(cfg.model).objective.build(cfg.section, ctx)
 
 
 def export_generator(model_name: str, module: nn.Module, path: Path, meta: dict) -> Path:

@@ -25,7 +25,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from infra.dataset_format import read_shard
 from training.config import DataConfig
-from training.data import decode_sample
+from training.data import decode_sample, stack_annotations
 from training.swappers.base import DataRecipeConfig
 
 
@@ -53,8 +53,15 @@ class PairSampler:
     to the same image when the buffer holds no other); unknown identities never match.
     """
 
-    def __init__(self, recipe: DataRecipeConfig, batch_size: int, rng: random.Random):
+    def __init__(
+        self,
+        recipe: DataRecipeConfig,
+        batch_size: int,
+        rng: random.Random,
+        annotations: tuple[str, ...] = (),
+    ):
         self.cfg, self.batch_size, self.rng = recipe, batch_size, rng
+        self.annotations = tuple(annotations)
         self.buffer: list[dict] = []
         self.n_batches = 0
 
@@ -132,6 +139,7 @@ class PairSampler:
             "same_image": same_image,
             "same_identity": same_id,
             "kind": kind,
+            "annotations": stack_annotations(tgt, self.annotations),
         }
         for t in sorted({t for t, _, _ in pairs}, reverse=True):
             self.buffer.pop(t)
@@ -146,7 +154,9 @@ class ShardPairStream(IterableDataset):
     shards : training shard paths (``DatasetCard.shard_paths(folder, "train")``).
     cfg : streaming settings; recipe : the swapper's pairing recipe;
     batch_size : pairs per batch; image_size : output side (px);
-    seed, rank, world : seeding and node split. Read through :meth:`open_epoch`.
+    seed, rank, world : seeding and node split; annotations : per-target annotations the
+    swapper reads (:data:`training.swappers.base.ANNOTATIONS`). Read through
+    :meth:`open_epoch`.
     """
 
     def __init__(
@@ -159,11 +169,13 @@ class ShardPairStream(IterableDataset):
         seed: int,
         rank: int = 0,
         world: int = 1,
+        annotations: tuple[str, ...] = (),
     ):
         if len(shards) < world:
             raise ValueError(f"{len(shards)} shards for {world} processes")
         self.shards, self.cfg, self.recipe, self.batch_size = list(shards), cfg, recipe, batch_size
         self.image_size, self.seed, self.rank, self.world = image_size, seed, rank, world
+        self.annotations = tuple(annotations)
         self.epoch = 0
 
     def _samples(self, shards: list[str], rng: random.Random, skipped: list[int]) -> Iterator[dict]:
@@ -183,7 +195,7 @@ class ShardPairStream(IterableDataset):
                     streams[i] = open_shard()
                     continue
                 try:
-                    yield decode_sample(raw, self.image_size)
+                    yield decode_sample(raw, self.image_size, self.annotations)
                 except Exception as exn:
                     handler(exn)
 
@@ -193,7 +205,7 @@ class ShardPairStream(IterableDataset):
         mine = split_shards(self.shards, self.rank, self.world, worker, workers)
         rng = random.Random(hash((self.seed, self.epoch, self.rank, worker)) & 0xFFFFFFFF)
         skipped = [0]
-        sampler = PairSampler(self.recipe, self.batch_size, rng)
+        sampler = PairSampler(self.recipe, self.batch_size, rng, self.annotations)
         samples = self._samples(mine, rng, skipped)
         while True:
             while len(sampler.buffer) < max(self.cfg.buffer, self.batch_size + 1):

@@ -8,7 +8,8 @@
 3. per step :func:`run_phases` — explicit phases as in StyleGAN3's training loop:
    ``Gmain`` (the objective's generator loss, D frozen and called via ``d_engine.module``),
    ``Dmain`` (discriminator loss on real targets and detached swaps) and ``Dreg`` every
-   ``phases.d_reg_every`` steps (lazy: the loss is scaled by the interval); a phase whose
+   ``phases.d_reg_every`` steps (lazy: the loss is scaled by the interval); a swapper
+   without a discriminator (CVAE, Korshunova) runs ``Gmain`` only; a phase whose
    loss is NaN/inf on any rank is skipped on every rank and counted by :class:`BadSteps`;
 4. :class:`~training.stats.StatsWindow` statistics every ``log_every`` steps, sample grids,
    :func:`save_checkpoint` every ``checkpoint.every`` steps and at the end;
@@ -35,7 +36,7 @@ from infra.paths import ProjectPaths
 from infra.tracking import CsvSink, MlflowSink, Tracker
 from training import checkpoint
 from training.config import TrainConfig
-from training.data import EpochLoader, PairBatch, PairSource, decode_sample
+from training.data import EpochLoader, PairBatch, PairSource, decode_sample, stack_annotations
 from training.ema import EMA, recompute_batch_norm
 from training.engine import build_engine, set_requires_grad
 from training.indexed_pairs import IdentityIndex, IndexedPairSource
@@ -97,7 +98,7 @@ class Run:
     card: DatasetCard
     objective: Objective
     g_engine: object
-    d_engine: object
+    d_engine: object | None
     ema: EMA | None
     loader: EpochLoader
     fixed: PairBatch
@@ -116,7 +117,9 @@ class Run:
         recomputed for its averaged weights on the calibration faces, when EMA is on."""
         if self.ema is None:
             return self.g_engine.module
-        batches = [(b.target, b.z_id) for b in self.calibration]
+        batches = [
+            (b.target, b.z_id, *mask_args(self.g_engine.module, b)) for b in self.calibration
+        ]
         recompute_batch_norm(self.ema.shadow, batches)
         return self.ema.shadow
 
@@ -141,11 +144,16 @@ def _apply(engine, loss: torch.Tensor) -> bool:
 def run_phases(
     objective: Objective, g_engine, d_engine, batch: PairBatch, step: int, d_reg_every: int
 ) -> tuple[dict[str, float], torch.Tensor, list[str]]:
-    """Gmain, Dmain and (every ``d_reg_every`` steps) Dreg of one step.
+    """Gmain, Dmain and (every ``d_reg_every`` steps) Dreg of one step; Gmain only when
+    ``d_engine`` is None (a swapper without a discriminator).
 
     Returns (statistics as floats, the detached swap (B, 3, S, S), names of the phases
     skipped for a non-finite loss).
     """
+    if d_engine is None:
+        g, swap = objective.generator_loss(g_engine, None, batch)
+        bad = [] if _apply(g_engine, g.loss) else ["Gmain"]
+        return {k: float(v.detach()) for k, v in g.stats.items()}, swap, bad
     set_requires_grad(d_engine.module, False)
     g, swap = objective.generator_loss(g_engine, d_engine.module, batch)
     set_requires_grad(d_engine.module, True)
@@ -185,15 +193,17 @@ def make_loader(
     shards = card.shard_paths(data_dir, "train")
     size, rank, world = cfg.arch.image_size, dist.rank(), dist.world_size()
     source: PairSource
+    notes = cfg.section.annotations
     if cfg.data.access == "indexed":
         index = IdentityIndex.build(shards, progress=dist.is_main())
         log.info("identity index: %d samples, %d identities", len(index), len(index.names))
         source = IndexedPairSource(
-            index, cfg.recipe, cfg.batch_size, size, cfg.data.steps_per_epoch, cfg.seed, rank, world
+            *(index, cfg.recipe, cfg.batch_size, size, cfg.data.steps_per_epoch, cfg.seed),
+            *(rank, world, notes),
         )
     else:
         source = ShardPairStream(
-            shards, cfg.data, cfg.recipe, cfg.batch_size, size, cfg.seed, rank, world
+            shards, cfg.data, cfg.recipe, cfg.batch_size, size, cfg.seed, rank, world, notes
         )
     loader_state = state.get("loader", {})
     return EpochLoader(
@@ -209,20 +219,27 @@ def build_run(cfg: TrainConfig, paths: ProjectPaths, card: DatasetCard, out_dir:
     """Objective, engines (identical initial weights on every rank), EMA, resume state and
     loader for the prepared dataset described by ``card``."""
     data_dir = paths.stage_dir("prepare")
-    objective = build_objective(cfg, card, ModelStore(paths.models_dir))
+    check_annotations(cfg, card)
+    objective = build_objective(cfg, card, ModelStore(paths.models_dir), data_dir)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     adam = cfg.section.optimizer
     g_net, d_net = build_generator(cfg, card.embedding.dim), build_discriminator(cfg)
     g_engine = build_engine(g_net, cfg.generator, adam.generator, cfg.batch_size)
-    d_engine = build_engine(d_net, cfg.discriminator, adam.discriminator, cfg.batch_size)
+    d_engine = (
+        None
+        if d_net is None
+        else build_engine(d_net, cfg.discriminator, adam.discriminator, cfg.batch_size)
+    )
     ema = EMA(g_engine.module, cfg.ema.half_life_steps) if cfg.ema.enabled else None
     ckpt_dir = out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     tag, state = _resume(cfg, ckpt_dir, g_engine, d_engine, ema)
     loader = make_loader(cfg, card, data_dir, state)
-    size = cfg.arch.image_size
-    fixed = first_pairs(card, data_dir, size, 8)
-    calib = first_pairs(card, data_dir, size, cfg.ema.bn_calibration_samples) if ema else None
+    size, notes = cfg.arch.image_size, cfg.section.annotations
+    fixed = first_pairs(card, data_dir, size, 8, notes)
+    calib = (
+        first_pairs(card, data_dir, size, cfg.ema.bn_calibration_samples, notes) if ema else None
+    )
     calibration = split_pairs(calib, cfg.batch_size) if calib is not None else []
     return Run(
         cfg,
@@ -296,6 +313,7 @@ def export(run: Run, tracker: Tracker, out_dir: Path, wall_s: float) -> Path:
         "crop_size": card.crop.size,
         "template": card.crop.template,
         "mlflow_run_id": tracker.run_id,
+        **run.objective.export_meta(),
     }
     path = export_generator(cfg.model, run.generator, out_dir / "generator.pt", meta)
     tracker.log_summary({"Timing/train_wall_s": wall_s}, cfg.steps)
@@ -400,7 +418,28 @@ def _sample_step(run: Run, tracker: Tracker, out_dir: Path, step: int) -> None:
     tracker.log_artifact(path, "samples")
 
 
-def first_pairs(card: DatasetCard, data_dir: Path, size: int, n: int) -> PairBatch | None:
+def check_annotations(cfg: TrainConfig, card: DatasetCard) -> None:
+    """ValueError before any work when the swapper needs a sample file the dataset's
+    prepare run did not write (the FaceMesh landmarks of ``face_mask``)."""
+    files = card.annotations.get("files", {})
+    if "face_mask" in cfg.section.annotations and files and not files.get("lmk468.npy"):
+        raise ValueError(
+            f"{cfg.model} restricts its output to a FaceMesh face mask, but the prepared "
+            "samples have no lmk468.npy: run prepare with prepare.annotate.landmarks_468=true"
+        )
+
+
+def mask_args(model: torch.nn.Module, pairs: PairBatch) -> tuple[torch.Tensor, ...]:
+    """``(face_mask,)`` for a generator that restricts its output to the face
+    (``takes_face_mask``) when the batch carries one, else ``()``."""
+    if getattr(model, "takes_face_mask", False) and "face_mask" in pairs.annotations:
+        return (pairs.annotations["face_mask"],)
+    return ()
+
+
+def first_pairs(
+    card: DatasetCard, data_dir: Path, size: int, n: int, annotations: tuple[str, ...] = ()
+) -> PairBatch | None:
     """The first ``n`` samples of the training shards (in order), each swapped with the
     previous one: the same on every run and after resume, independent of the loader. Used
     for sample grids and batch-norm calibration. None when ``n`` is 0."""
@@ -411,14 +450,15 @@ def first_pairs(card: DatasetCard, data_dir: Path, size: int, n: int) -> PairBat
         for raw in read_shard(url):
             if len(samples) == n:
                 break
-            samples.append(decode_sample(raw, size))
+            samples.append(decode_sample(raw, size, annotations))
     if not samples:
         return None
     images = torch.stack([s["image"] for s in samples])
     emb = torch.stack([s["embedding"] for s in samples])
     src = torch.roll(torch.arange(len(samples)), 1)
     same = torch.zeros(len(samples), dtype=torch.bool)
-    return PairBatch(images, images[src], emb[src], same, same, "inter")
+    notes = stack_annotations(samples, annotations)
+    return PairBatch(images, images[src], emb[src], same, same, "inter", notes)
 
 
 def split_pairs(pairs: PairBatch, batch_size: int) -> list[PairBatch]:
@@ -429,7 +469,8 @@ def split_pairs(pairs: PairBatch, batch_size: int) -> list[PairBatch]:
         part = slice(i, i + batch_size)
         if len(pairs.target[part]) >= 2:
             fields = (pairs.target, pairs.source, pairs.z_id, pairs.same_image, pairs.same_identity)
-            out.append(PairBatch(*(f[part] for f in fields), pairs.kind))
+            notes = {k: v[part] for k, v in pairs.annotations.items()}
+            out.append(PairBatch(*(f[part] for f in fields), pairs.kind, notes))
     return out
 
 
@@ -439,6 +480,6 @@ def sample_grid(model: torch.nn.Module, pairs: PairBatch, path: Path) -> Path:
     was_training = model.training
     model.eval()
     dtype = next(model.parameters()).dtype
-    swap, _ = model(pairs.target.to(dtype), pairs.z_id.to(dtype))
+    swap, _ = model(pairs.target.to(dtype), pairs.z_id.to(dtype), *mask_args(model, pairs))
     model.train(was_training)
     return save_grid([pairs.source, pairs.target, swap], path)

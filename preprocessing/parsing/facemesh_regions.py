@@ -1,9 +1,8 @@
 """Geometric face parser: CelebAMask-HQ regions rasterised from 468 FaceMesh landmarks.
 
 No weights: polygons over MediaPipe's canonical face-mesh indices (the contours of
-``mediapipe/python/solutions/face_mesh_connections.py``: ``FACEMESH_FACE_OVAL``,
-``FACEMESH_LEFT_EYE``/``RIGHT_EYE``, ``FACEMESH_LEFT_EYEBROW``/``RIGHT_EYEBROW``,
-``FACEMESH_LIPS``, ``FACEMESH_NOSE``) are filled with ``cv2.fillPoly``. MediaPipe's "left"
+``mediapipe/python/solutions/face_mesh_connections.py``, held by
+:mod:`infra.facemesh_topology`) are filled with ``cv2.fillPoly``. MediaPipe's "left"
 is the subject's left (image right of a frontal face), as is CelebAMask-HQ's, so
 ``FACEMESH_LEFT_EYE`` paints class 4 (left eye); checked against the CelebAMask-HQ masks.
 
@@ -16,37 +15,19 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from infra.facemesh_topology import (
+    FACE_OVAL,
+    LEFT_BROW,
+    LEFT_EYE,
+    LIPS_INNER_LOWER,
+    LIPS_INNER_UPPER,
+    LIPS_OUTER_LOWER,
+    LIPS_OUTER_UPPER,
+    NOSE,
+    RIGHT_BROW,
+    RIGHT_EYE,
+)
 from preprocessing.parsing.base import check_faces
-
-#: Face outline, clockwise from the forehead top (``FACEMESH_FACE_OVAL``).
-FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378,
-             400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54,
-             103, 67, 109]  # fmt: skip
-
-#: Subject's left eye opening (``FACEMESH_LEFT_EYE``): lower lid 263→362, upper lid back.
-LEFT_EYE = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]
-#: Subject's right eye opening (``FACEMESH_RIGHT_EYE``).
-RIGHT_EYE = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]
-
-#: Subject's left eyebrow (``FACEMESH_LEFT_EYEBROW``): upper edge outward, lower edge back.
-LEFT_BROW = [336, 296, 334, 293, 300, 276, 283, 282, 295, 285]
-#: Subject's right eyebrow (``FACEMESH_RIGHT_EYEBROW``).
-RIGHT_BROW = [107, 66, 105, 63, 70, 46, 53, 52, 65, 55]
-
-#: Outer lip contour, upper half from corner 61 to corner 291 (``FACEMESH_LIPS``).
-LIPS_OUTER_UPPER = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291]
-#: Outer lip contour, lower half from 61 to 291.
-LIPS_OUTER_LOWER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291]
-#: Inner lip contour, upper half from inner corner 78 to 308.
-LIPS_INNER_UPPER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
-#: Inner lip contour, lower half from 78 to 308.
-LIPS_INNER_LOWER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
-
-#: Nose: the points of ``FACEMESH_NOSE`` (bridge 168→4, tip, columella, alae) plus the sides
-#: of the bridge and of the nostrils; the region is their convex hull.
-NOSE = [168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 98, 97, 326, 327, 294, 278, 344, 440, 275,
-        45, 220, 115, 48, 64, 122, 351, 245, 465, 188, 412, 114, 343, 129, 358, 49, 279,
-        131, 360, 102, 331]  # fmt: skip
 
 #: Classes this backend paints.
 CLASSES: tuple[int, ...] = (0, 1, 2, 4, 5, 6, 7, 10, 11, 12)

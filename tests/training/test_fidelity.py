@@ -117,10 +117,12 @@ def test_ghost_eye_loss_off_loads_and_runs_no_landmark_network(tmp_path):
     """Off as released: no eye network is built (its weights are not even needed) and no
     eye statistic is reported."""
     from infra.models import ModelStore
+    from training.swappers.base import BuildContext
     from training.swappers.ghost import GhostObjective
 
     cfg = TrainConfig.model_validate({"model": "ghost", "ghost": {"debug": TINY["ghost"]}})
-    obj = GhostObjective.build(cfg.ghost, TinyIdentity(), ModelStore(tmp_path))  # empty dir
+    ctx = BuildContext(TinyIdentity(), ModelStore(tmp_path), None, tmp_path, 32)  # empty dir
+    obj = GhostObjective.build(cfg.ghost, ctx)
     assert obj.eye_net is None and "Loss/G/eye" not in obj.G_STATS
     from training.registry import build_generator
 
@@ -132,7 +134,13 @@ def test_ghost_eye_loss_off_loads_and_runs_no_landmark_network(tmp_path):
 
 @pytest.mark.parametrize(
     ("model", "betas", "weight_decay"),
-    [("aei_net", (0.0, 0.999), 1e-4), ("ghost", (0.0, 0.999), 1e-4), ("simswap", (0.0, 0.99), 0)],
+    [
+        ("aei_net", (0.0, 0.999), 1e-4),
+        ("ghost", (0.0, 0.999), 1e-4),
+        ("simswap", (0.0, 0.99), 0),
+        ("cvae", (0.0, 0.99), 0),  # Facke trains in SimSwap's framework
+        ("cvae_gan", (0.0, 0.99), 0),
+    ],
 )
 def test_each_swapper_trains_with_its_sources_adam(model, betas, weight_decay):
     from training.engine import adam

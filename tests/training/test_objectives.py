@@ -15,6 +15,13 @@ from training.swappers.ghost import GhostObjective
 
 ID_DIM = 8
 TINY_D = {"base_channels": 4, "max_channels": 8, "num_layers": 2, "num_scales": 2}
+TINY_SIMSWAP = {
+    "image_size": 32,
+    "base_channels": 4,
+    "max_channels": 8,
+    "num_down": 2,
+    "id_blocks": 1,
+}
 TINY = {
     "aei_net": {"image_size": 32, "base_channels": 4, "max_channels": 8, "discriminator": TINY_D},
     "ghost": {"image_size": 32, "base_channels": 4, "max_channels": 8, "discriminator": TINY_D},
@@ -26,6 +33,8 @@ TINY = {
         "id_blocks": 1,
         "discriminator": TINY_D,
     },
+    "cvae": TINY_SIMSWAP,
+    "cvae_gan": {**TINY_SIMSWAP, "discriminator": TINY_D},
 }
 
 
@@ -84,7 +93,7 @@ def test_objective_phases_on_two_samples(name):
     objective = _objective(name, cfg)
     b = _batch(cfg.arch.image_size)
 
-    for p in D.parameters():
+    for p in [] if D is None else D.parameters():
         p.requires_grad_(False)
     g, swap = objective.generator_loss(Engine(G), D, b)
     assert set(g.stats) == set(objective.G_STATS) and "Loss/G/total" in g.stats
@@ -92,6 +101,9 @@ def test_objective_phases_on_two_samples(name):
     g.loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in G.parameters())
     assert swap.shape == b.target.shape and not swap.requires_grad
+    if D is None:  # trained without an adversary: Gmain only
+        assert SWAPPERS[name].discriminator is None
+        return
 
     for p in D.parameters():
         p.requires_grad_(True)
@@ -99,7 +111,7 @@ def test_objective_phases_on_two_samples(name):
     assert {"Loss/D/total", "Scores/D/real", "Scores/D/fake"} <= set(d.stats)
     assert torch.isfinite(d.loss) and d.loss.item() >= 0  # hinge loss
     reg = objective.d_regularization_loss(Engine(D), b, swap, interval=4)
-    if name == "simswap":
+    if name in ("simswap", "cvae_gan"):
         assert set(reg.stats) == {"Loss/D/gp"} and torch.isfinite(reg.loss)
     else:
         assert reg is None
@@ -112,6 +124,8 @@ def test_objective_phases_on_two_samples(name):
         ("aei_net", {"same_ratio": 0.0}, {}, "X_s = X_t"),
         ("ghost", {"same_ratio": 0.0}, {}, "same-person"),
         ("simswap", {"pairing": "mixed", "same_ratio": 0.0}, {}, "intra-ID"),
+        ("cvae", {"pairing": "mixed", "same_ratio": 0.0}, {}, "intra-ID"),
+        ("cvae_gan", {"pairing": "mixed", "same_ratio": 0.0}, {}, "intra-ID"),
     ],
 )
 def test_recipes_that_silence_a_loss_are_refused(name, data, weights, match):
@@ -135,7 +149,7 @@ def test_each_model_trains_with_its_own_recipe():
 
 
 def test_unknown_model_lists_the_registry():
-    with pytest.raises(ValueError, match="aei_net, ghost, simswap"):
+    with pytest.raises(ValueError, match="aei_net, ghost, simswap, cvae, cvae_gan"):
         TrainConfig.model_validate({"model": "faceswap9000"})
 
 

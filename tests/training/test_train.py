@@ -17,7 +17,7 @@ import yaml
 
 from infra.config import build
 from training.config import TrainConfig
-from training.registry import load_generator
+from training.registry import SWAPPERS, load_generator
 from training.train import train
 
 BIN = Path(sys.executable).parent
@@ -28,7 +28,7 @@ def _cfg(params: dict, **over) -> TrainConfig:
     return build(TrainConfig, section, "train")
 
 
-@pytest.mark.parametrize("model", ["aei_net", "ghost", "simswap"])
+@pytest.mark.parametrize("model", list(SWAPPERS))
 def test_two_step_training_smoke(prepared, tmp_path, model):
     paths, card, _, _, params = prepared
     over = {"phases": {"d_reg_every": 2}}  # Dreg runs at step 2
@@ -39,13 +39,19 @@ def test_two_step_training_smoke(prepared, tmp_path, model):
     summary = train(cfg, paths, out_dir)
 
     assert summary["steps"] == 2
-    for k in ("Loss/G/total", "Loss/G/id", "Loss/D/total"):
+    adversarial = SWAPPERS[model].discriminator is not None
+    for k in ("Loss/G/total", "Loss/G/id", *(["Loss/D/total"] if adversarial else [])):
         assert math.isfinite(summary[k]), k
     assert 0.0 <= summary["Loss/G/id"] <= 2.0
+    if not adversarial:  # Gmain only: no discriminator statistics, no discriminator checkpoint
+        assert not any(k.startswith(("Loss/D", "Scores/D")) for k in summary)
+        assert not (out_dir / "checkpoints" / "discriminator").exists()
     if model == "ghost":
         assert math.isfinite(summary["Loss/G/eye"])
-    if model == "simswap":
+    if model in ("simswap", "cvae_gan"):
         assert math.isfinite(summary["Loss/G/wfm"]) and summary["Loss/D/gp"] >= 0
+    if model in ("cvae", "cvae_gan"):
+        assert summary["Loss/G/kl"] > 0
     assert pd.read_csv(out_dir / "losses.csv")["step"].tolist() == [1, 2]
     assert (out_dir / "checkpoints" / "latest").read_text() == "step00000002"
     assert (out_dir / "samples" / "step_000002.png").is_file()
@@ -93,7 +99,7 @@ def _link_prepared(src: Path, out: Path) -> None:
 @pytest.mark.integration
 @pytest.mark.parametrize(
     ("model", "zero"),
-    [("aei_net", 0), ("aei_net", 2), ("ghost", 0), ("ghost", 2), ("simswap", 0), ("simswap", 2)],
+    [(m, z) for m in SWAPPERS for z in (0, 2)],
 )
 def test_two_process_gloo_training(prepared, tmp_path, model, zero):
     _, _, _, prep_dir, params = prepared
@@ -135,10 +141,11 @@ def test_two_process_gloo_training(prepared, tmp_path, model, zero):
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_killed_training_resumes_to_the_same_state(prepared, tmp_path):
+@pytest.mark.parametrize("model", ["simswap", "cvae", "cvae_gan"])
+def test_killed_training_resumes_to_the_same_state(prepared, tmp_path, model):
     _, _, _, prep_dir, params = prepared
     over = {
-        "model": "simswap",
+        "model": model,
         "steps": 40,
         "log_every": 1,
         "sample_every": 1000,

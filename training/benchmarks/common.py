@@ -67,16 +67,23 @@ def loader_for(cfg: TrainConfig, card: DatasetCard, data_dir: Path, workers: int
 
 
 def build_pair(cfg: TrainConfig, card: DatasetCard, deepspeed: bool):
-    """Generator and discriminator engines (DeepSpeed or bare) with identical weights."""
+    """Generator and discriminator engines (DeepSpeed or bare) with identical weights; the
+    discriminator is None for a swapper without one."""
     torch.manual_seed(cfg.seed)
     g, d = build_generator(cfg, card.embedding.dim), build_discriminator(cfg)
     opt = cfg.section.optimizer
-    if deepspeed:
-        return (
-            build_engine(g, cfg.generator, opt.generator, cfg.batch_size),
-            build_engine(d, cfg.discriminator, opt.discriminator, cfg.batch_size),
-        )
-    return BareEngine(g, opt.generator), BareEngine(d, opt.discriminator)
+
+    def wrap(module, engine_cfg, adam_cfg):
+        if module is None:
+            return None
+        if deepspeed:
+            return build_engine(module, engine_cfg, adam_cfg, cfg.batch_size)
+        return BareEngine(module, adam_cfg)
+
+    return (
+        wrap(g, cfg.generator, opt.generator),
+        wrap(d, cfg.discriminator, opt.discriminator),
+    )
 
 
 def time_steps(objective, g, d, batches: list, d_reg_every: int) -> float:
@@ -87,5 +94,6 @@ def time_steps(objective, g, d, batches: list, d_reg_every: int) -> float:
     return (time.perf_counter() - t0) / len(batches)
 
 
-def objective_for(cfg, card, store):
-    return build_objective(cfg, card, store)
+def objective_for(cfg, card, store, data_dir: Path):
+    """The chosen swapper's objective with its frozen helpers (as training builds it)."""
+    return build_objective(cfg, card, store, data_dir)

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
 
     dist.init_distributed()
     cfg, card, data_dir, store, _ = setup(Path(args.params), args.model, args.set)
-    objective = objective_for(cfg, card, store)
+    objective = objective_for(cfg, card, store, data_dir)
     loader = loader_for(cfg, card, data_dir, workers=0)
     batches = [next(loader) for _ in range(args.steps)]
     engines = {"bare": build_pair(cfg, card, False), "deepspeed": build_pair(cfg, card, True)}

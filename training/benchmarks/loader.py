@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
             cfg.model_copy(update={"data": data}), card, data_dir, args.workers, args.batches
         )
     loader = loader_for(cfg, card, data_dir, workers=args.workers)
-    objective = objective_for(cfg, card, store)
+    objective = objective_for(cfg, card, store, data_dir)
     g, d = build_pair(cfg, card, deepspeed=True)
     batches = [next(loader) for _ in range(args.steps)]
     time_steps(objective, g, d, batches[:3], cfg.phases.d_reg_every)

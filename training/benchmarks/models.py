@@ -1,6 +1,6 @@
 """img/s and peak memory per model (one process each, so peak RSS is the model's own).
 
-    python -m training.benchmarks.models [--models aei_net,ghost,simswap] [--steps 20]
+    python -m training.benchmarks.models [--models aei_net,cvae,...] [--steps 20]
         [--set train.width=paper --set train.generator.precision=bf16 ...]
 
 Each model trains ``--steps`` steps through its DeepSpeed engines on pre-loaded batches
@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from training.registry import SWAPPERS
+
 
 def _one(params: str, model: str, steps: int, overrides: list[str]) -> dict:
     import torch
@@ -25,7 +27,7 @@ def _one(params: str, model: str, steps: int, overrides: list[str]) -> dict:
 
     dist.init_distributed()
     cfg, card, data_dir, store, _ = setup(Path(params), model, overrides)
-    objective = objective_for(cfg, card, store)
+    objective = objective_for(cfg, card, store, data_dir)
     loader = loader_for(cfg, card, data_dir, workers=0)
     batches = [next(loader) for _ in range(steps)]
     g, d = build_pair(cfg, card, deepspeed=True)
@@ -37,7 +39,7 @@ def _one(params: str, model: str, steps: int, overrides: list[str]) -> dict:
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     )
     n_g = sum(p.numel() for p in g.module.parameters())
-    n_d = sum(p.numel() for p in d.module.parameters())
+    n_d = sum(p.numel() for p in d.module.parameters()) if d is not None else 0
     return {
         "model": model,
         "width": cfg.width,
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--models", default="aei_net,ghost,simswap")
+    ap.add_argument("--models", default=",".join(SWAPPERS))
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--set", action="append", default=[], help="train.* override")
     ap.add_argument("--one", help=argparse.SUPPRESS)

@@ -117,14 +117,29 @@ class SimSwapGenerator(nn.Module):
         )
         self.head = nn.Conv2d(c[0], 3, 7, padding=3, padding_mode="reflect")
 
-    def forward(self, target: torch.Tensor, z_id: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def check_inputs(self, target: torch.Tensor, z_id: torch.Tensor) -> None:
+        """ValueError unless target is (B, 3, S, S) and z_id (B, D)."""
         S, D = self.cfg.image_size, self.id_dim
         if target.shape[1:] != (3, S, S) or z_id.ndim != 2 or z_id.shape[1] != D:
             raise ValueError(
                 f"expected (B, 3, {S}, {S}) and (B, {D}), got "
                 f"{tuple(target.shape)} and {tuple(z_id.shape)}"
             )
-        h = self.down(self.stem(target))
+
+    def encode(self, target: torch.Tensor) -> torch.Tensor:
+        """Encoder: (B, 3, S, S) → (B, C, S / 2^n, S / 2^n), C = the ID-injection width."""
+        return self.down(self.stem(target))
+
+    def inject(self, h: torch.Tensor, z_id: torch.Tensor) -> torch.Tensor:
+        """ID-injection module: the ID blocks on ``h`` with identity vectors z_id (B, D)."""
         for block in self.id_blocks:
             h = block(h, z_id)
-        return torch.tanh(self.head(self.up(h))), None
+        return h
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        """Decoder: bottleneck features → (B, 3, S, S) in [-1, 1]."""
+        return torch.tanh(self.head(self.up(h)))
+
+    def forward(self, target: torch.Tensor, z_id: torch.Tensor) -> tuple[torch.Tensor, None]:
+        self.check_inputs(target, z_id)
+        return self.decode(self.inject(self.encode(target), z_id)), None

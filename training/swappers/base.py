@@ -9,12 +9,15 @@ A swapper is one module under ``training/swappers/`` holding
 * an objective (subclass of :class:`Objective`) that owns the forward passes and losses of
   each GAN phase;
 
-plus one :class:`Swapper` row in :data:`training.swappers.SWAPPERS`.
+plus one :class:`Swapper` row in :data:`training.registry.SWAPPERS`. A swapper trained
+without an adversary (CVAE, Korshunova's CNN) has no discriminator: its row's
+``discriminator`` is None and the loop runs ``Gmain`` only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
@@ -26,8 +29,14 @@ from training.losses import hinge_d_loss
 from training.networks.discriminator import DiscriminatorConfig, logits
 
 if TYPE_CHECKING:
+    from infra.dataset_format import DatasetCard
     from infra.models import ModelStore
     from training.data import PairBatch
+
+#: Per-target annotations a swapper can ask the loader for (:attr:`SwapperConfig.annotations`):
+#: ``face_mask`` (1, S, S) float32 FaceMesh face oval from ``lmk468.npy``; ``pose`` (3,)
+#: float32 yaw, pitch, roll in degrees from the sample's ``json``.
+ANNOTATIONS = ("face_mask", "pose")
 
 
 class DataRecipeConfig(StrictConfig):
@@ -123,6 +132,12 @@ class SwapperConfig(StrictConfig):
         """Raise ValueError when the data recipe would disable a weighted loss."""
 
     @property
+    def annotations(self) -> tuple[str, ...]:
+        """Per-target annotations (names of :data:`ANNOTATIONS`) the objective reads from
+        ``PairBatch.annotations``; none by default."""
+        return ()
+
+    @property
     def has_d_regularization(self) -> bool:
         """Whether the objective runs a lazy ``Dreg`` phase (a second D backward in a step)."""
         return False
@@ -174,6 +189,26 @@ def hinge_discriminator(d_engine, real: torch.Tensor, fake: torch.Tensor) -> Pha
     )
 
 
+@dataclass(frozen=True)
+class BuildContext:
+    """What an objective's frozen helpers are built from, once per run.
+
+    Attributes
+    ----------
+    id_encoder : the frozen identity encoder twin of the dataset's embedding model
+        ((B, 3, S, S) in [-1, 1] → (B, D) L2-normalised).
+    store : the model store (registered weights).
+    card : the prepared dataset's card; data_dir : its folder.
+    image_size : the generator resolution S, px.
+    """
+
+    id_encoder: nn.Module
+    store: ModelStore
+    card: DatasetCard
+    data_dir: Path
+    image_size: int
+
+
 class Objective:
     """The losses of one swapper's GAN phases (as stylegan3's ``loss.py``).
 
@@ -192,15 +227,21 @@ class Objective:
         self.id_encoder, self.w = id_encoder, weights
 
     @classmethod
-    def build(cls, section: SwapperConfig, id_encoder: nn.Module, store: ModelStore) -> Objective:
+    def build(cls, section: SwapperConfig, ctx: BuildContext) -> Objective:
         """The objective with its frozen helper networks, built once per run (the identity
         encoder is built by the caller; a swapper that needs more overrides this)."""
-        return cls(id_encoder, section.weights)
+        return cls(ctx.id_encoder, section.weights)
+
+    def export_meta(self) -> dict:
+        """Facts the exported generator must carry for evaluation (e.g. the one source
+        identity a per-identity network produces); none by default."""
+        return {}
 
     def generator_loss(
-        self, g_engine, d_module: nn.Module, b: PairBatch
+        self, g_engine, d_module: nn.Module | None, b: PairBatch
     ) -> tuple[PhaseResult, torch.Tensor]:
-        """Gmain: (loss and statistics, the detached swap (B, 3, S, S))."""
+        """Gmain: (loss and statistics, the detached swap (B, 3, S, S)); ``d_module`` is None
+        for a swapper without a discriminator."""
         raise NotImplementedError
 
     def discriminator_loss(self, d_engine, b: PairBatch, swap: torch.Tensor) -> PhaseResult:
@@ -224,7 +265,8 @@ class Swapper:
     title : the method's name and source, as the README's model table shows it.
     config : the section class (architectures, weights, data recipe).
     generator : network class, built as ``generator(arch, id_dim)``.
-    discriminator : network class, built as ``discriminator(arch.discriminator)``.
+    discriminator : network class, built as ``discriminator(arch.discriminator)``; None for a
+        swapper trained without an adversary (only ``Gmain`` runs).
     objective : the :class:`Objective` subclass.
     losses : one line on the objective for the README's model table.
     """
@@ -233,6 +275,6 @@ class Swapper:
     title: str
     config: type[SwapperConfig]
     generator: type[nn.Module]
-    discriminator: type[nn.Module]
+    discriminator: type[nn.Module] | None
     objective: type[Objective]
     losses: str

@@ -32,6 +32,7 @@ from infra.models import check_model_name
 from training.losses import eye_heatmap_loss, hinge_g_real_loss, reconstruction_loss
 from training.networks.discriminator import DiscriminatorConfig
 from training.swappers.base import (
+    BuildContext,
     DataRecipeConfig,
     OptimizerConfig,
     PhaseResult,
@@ -155,10 +156,12 @@ class GhostObjective(FaceShifterObjective):
             self.G_STATS = FaceShifterObjective.G_STATS
 
     @classmethod
-    def build(cls, section: GhostConfig, id_encoder: nn.Module, store: ModelStore):
+    def build(cls, section: GhostConfig, ctx: BuildContext):
         on = section.weights.eye > 0
-        eyes = EyeLandmarks(store, section.landmark_model) if on else None
-        return cls(id_encoder, eyes, section.weights, section.heatmap_size, section.heatmap_sigma)
+        eyes = EyeLandmarks(ctx.store, section.landmark_model) if on else None
+        return cls(
+            ctx.id_encoder, eyes, section.weights, section.heatmap_size, section.heatmap_sigma
+        )
 
     def generator_loss(self, g_engine, d_module, b: PairBatch) -> tuple[PhaseResult, torch.Tensor]:
         swap, fake, idl, att = self.aei_terms(g_engine, d_module, b)

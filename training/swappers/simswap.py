@@ -122,6 +122,12 @@ class SimSwapObjective(Objective):
     def generator_loss(self, g_engine, d_module, b: PairBatch) -> tuple[PhaseResult, torch.Tensor]:
         dtype = param_dtype(g_engine.module)
         swap, _ = g_engine(b.target.to(dtype), b.z_id.to(dtype))
+        terms = self.simswap_terms(swap, d_module, b)
+        return PhaseResult(terms["Loss/G/total"], terms), swap.detach()
+
+    def simswap_terms(self, swap: torch.Tensor, d_module, b: PairBatch) -> dict[str, torch.Tensor]:
+        """Eq. 2's generator terms of ``swap`` (B, 3, S, S) by statistic name, the weighted
+        sum under ``Loss/G/total``."""
         d_dtype = param_dtype(d_module)
         feats_fake = d_module(swap.to(d_dtype))
         with torch.no_grad():
@@ -135,8 +141,7 @@ class SimSwapObjective(Objective):
             self.w.wfm_from_layer,
         )
         total = adv + self.w.id * idl + self.w.rec * rec + self.w.wfm * wfm
-        terms = (total, adv, idl, rec, wfm)
-        return PhaseResult(total, dict(zip(self.G_STATS, terms, strict=True))), swap.detach()
+        return dict(zip(SimSwapObjective.G_STATS, (total, adv, idl, rec, wfm), strict=True))
 
     def d_regularization_loss(self, d_engine, b: PairBatch, swap: torch.Tensor, interval: int):
         if self.w.gp == 0:

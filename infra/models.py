@@ -12,6 +12,7 @@ in ``params.yaml`` or ``FSP_MODELS_DIR``); tests and CI point it at ``../shared/
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
@@ -321,6 +322,22 @@ REGISTRY: dict[str, ModelSpec] = {
             "of its SHA-256 (in the file name, torch hub's rule); the store checks them.",
         ),
         ModelSpec(
+            name="vgg19_imagenet",
+            task="backbone",
+            file="vgg/vgg19-dcbb9e9d.pth",
+            sha256=None,
+            sha256_prefix="dcbb9e9d",
+            url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+            licence="BSD-3-Clause (torchvision code); weights trained on ImageNet, whose "
+            "non-commercial research terms apply",
+            input=InputSpec(shape=(None, 3, None, None), mean=0.0, std=255.0),
+            notes="torchvision `vgg19(weights=VGG19_Weights.IMAGENET1K_V1)` state dict; "
+            "Korshunova swapper's content and style losses. ImageNet mean (0.485, 0.456, 0.406) "
+            "and std (0.229, 0.224, 0.225) per channel on [0, 1] RGB (training.perceptual). "
+            "torch hub names the file after the first 8 hex digits of its SHA-256; the store "
+            "checks them.",
+        ),
+        ModelSpec(
             name="dlib_resnet",
             task="recognition",
             file="models/dlib_face_recognition_resnet_model_v1.dat",
@@ -479,8 +496,18 @@ def file_sha256(path: Path) -> str:
     return _sha256(path.resolve(), st.st_size, st.st_mtime_ns)
 
 
+#: File in a models directory listing randomly initialised stand-ins (name → SHA-256) that
+#: :mod:`infra.stand_ins` wrote there for tests and benchmarks.
+STAND_INS_FILE = "stand_ins.json"
+
+
 class ModelStore:
     """Resolves registry names to verified files in one models directory.
+
+    A models directory may also hold :data:`STAND_INS_FILE`, written by
+    :func:`infra.stand_ins.write_stand_in`: registered models replaced by randomly
+    initialised weights of the published layout (tests, benchmarks). A file listed there is
+    accepted when its SHA-256 is the one listed, with a warning that it is a stand-in.
 
     Parameters
     ----------
@@ -489,6 +516,14 @@ class ModelStore:
 
     def __init__(self, models_dir: Path | str):
         self.models_dir = Path(models_dir)
+        listing = self.models_dir / STAND_INS_FILE
+        self.stand_ins: dict[str, str] = (
+            json.loads(listing.read_text()) if listing.is_file() else {}
+        )
+
+    def is_stand_in(self, name: str) -> bool:
+        """Whether ``name`` resolves to a randomly initialised stand-in here."""
+        return name in self.stand_ins
 
     @staticmethod
     def spec(name: str) -> ModelSpec:
@@ -518,6 +553,14 @@ class ModelStore:
                 + _where_to_get(spec, target)
             )
         actual = file_sha256(target)
+        if name in self.stand_ins and not spec.package:
+            if actual != self.stand_ins[name]:
+                raise ModelChecksumError(
+                    f"model {name!r}: stand-in {target} has sha256 {actual}, "
+                    f"{STAND_INS_FILE} lists {self.stand_ins[name]}"
+                )
+            log.warning("model %r: %s is a randomly initialised stand-in", name, target)
+            return target
         if spec.sha256 is None and spec.sha256_prefix and not actual.startswith(spec.sha256_prefix):
             raise ModelChecksumError(
                 f"model {name!r}: file {target} has sha256 {actual}, expected a digest "

@@ -317,6 +317,33 @@ class DatasetCard(BaseModel):
             raise KeyError(f"split {split!r} not in dataset (has {sorted(self.splits)})")
         return [str(Path(folder) / s) for s in self.splits[split].shards]
 
+    def samples_of(
+        self, folder: Path, split: str, identity: str, limit: int | None = None
+    ) -> Iterator[dict]:
+        """Raw samples of one identity in a split, in shard order (at most ``limit``).
+        Only the shards :attr:`shard_index` lists as holding the identity are opened (all of
+        the split's when the card has no index). KeyError names the available splits."""
+        shards = self.shard_paths(folder, split)
+        held = {
+            str(Path(folder) / k) for k, v in self.shard_index.items() if identity in v.identities
+        }
+        n = 0
+        for url in [s for s in shards if s in held] if self.shard_index else shards:
+            for raw in read_shard(url):
+                if limit is not None and n >= limit:
+                    return
+                if _identity_of(raw) == identity:
+                    n += 1
+                    yield raw
+
+
+def _identity_of(raw: dict) -> str:
+    """The ``identity`` of a raw sample's ``json`` ("" when absent or undecodable)."""
+    try:
+        return decode_json(raw["json"]).get("identity") or ""
+    except (KeyError, ValueError):
+        return ""
+
 
 class DatasetMissingError(FileNotFoundError):
     """The prepared dataset (``dataset.json``) is not where a stage looks for it."""

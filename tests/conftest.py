@@ -141,12 +141,25 @@ TINY_SIMSWAP = {
 }
 
 
-def small_params(out_dir: Path, sources: list[dict]) -> dict:
+TINY_KORSHUNOVA = {"image_size": 32, "min_scale": 8, "channels": 4, "combiner_channels": 8}
+#: Registered priors that are not in ../shared/models: tests run on random stand-ins.
+STAND_INS = ["vgg19_imagenet"]
+
+
+def models_with_stand_ins(folder: Path) -> Path:
+    """``folder`` as a models directory: ../shared/models linked, plus random stand-ins for
+    :data:`STAND_INS` (:func:`infra.stand_ins.overlay_models_dir`)."""
+    from infra.stand_ins import overlay_models_dir
+
+    return overlay_models_dir(MODELS, folder, STAND_INS)
+
+
+def small_params(out_dir: Path, sources: list[dict], models_dir: Path = MODELS) -> dict:
     """params.yaml content for fast runs on the subset."""
     return {
         "paths": {  # every key, as in params.yaml (DVC stages list some of them)
             "data_root": str(FACES),
-            "models_dir": str(MODELS),
+            "models_dir": str(models_dir),
             "output_dir": str(out_dir),
             "tracking_uri": None,
             "experiment": "faceswap",
@@ -170,6 +183,10 @@ def small_params(out_dir: Path, sources: list[dict]) -> dict:
             "simswap": {"debug": TINY_SIMSWAP},
             "cvae": {"debug": {k: v for k, v in TINY_SIMSWAP.items() if k != "discriminator"}},
             "cvae_gan": {"debug": TINY_SIMSWAP},
+            "korshunova": {
+                "debug": TINY_KORSHUNOVA,
+                "style": {"n_best": 4, "max_style_images": 8},
+            },
         },
         "evaluate": {
             "num_sources": 3,
@@ -196,7 +213,7 @@ def prepared(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("prepared")
     sources, expected = write_inputs(tmp)
-    params = small_params(tmp / "outputs", sources)
+    params = small_params(tmp / "outputs", sources, models_with_stand_ins(tmp / "models"))
     paths = ProjectPaths.resolve(PathsConfig(**params["paths"]))
     cfg = build(PrepareConfig, params["prepare"], "prepare")
     out_dir = paths.stage_dir("prepare")

@@ -19,12 +19,14 @@ from torch import nn
 from training.networks.aei_net import AEINet
 from training.networks.cvae import CVAEGenerator
 from training.networks.discriminator import MultiscaleDiscriminator
+from training.networks.korshunova import KorshunovaNet
 from training.networks.simswap import SimSwapGenerator
 from training.swappers.base import BuildContext, Objective, Swapper
 from training.swappers.cvae import CVAEConfig, CVAEObjective
 from training.swappers.cvae_gan import CVAEGANConfig, CVAEGANObjective
 from training.swappers.faceshifter import FaceShifterConfig, FaceShifterObjective
 from training.swappers.ghost import GhostConfig, GhostObjective
+from training.swappers.korshunova import KorshunovaConfig, KorshunovaObjective
 from training.swappers.simswap import SimSwapConfig, SimSwapObjective
 
 if TYPE_CHECKING:
@@ -90,6 +92,19 @@ SWAPPERS: dict[str, Swapper] = {
             objective=CVAEGANObjective,
             losses="SimSwap's (identity, L1 reconstruction on intra-ID, hinge adv, gradient "
             "penalty, weak feature matching; eq. 2–8) + KL to N(0, I) (eq. 9)",
+        ),
+        Swapper(
+            name="korshunova",
+            title="Korshunova et al. 2017 multi-scale CNN, one network per source identity "
+            "(`source_identity`), output restricted to the FaceMesh face mask; no "
+            "discriminator (seed 000 §II.A, Fig. 1–2)",
+            config=KorshunovaConfig,
+            generator=KorshunovaNet,
+            discriminator=None,
+            objective=KorshunovaObjective,
+            losses="VGG-19 content, patch style against the source identity's pose-nearest "
+            "images, luminance consistency, total variation (seed 000 §II.A, §III.B)",
+            priors=("vgg19_imagenet",),
         ),
     )
 }
@@ -167,10 +182,12 @@ def model_table_markdown() -> str:
     """The README's model table: name, swapper, losses, and the default loss weights, data
     recipe and generator Adam read from each section class (so the table cannot drift from
     the code)."""
+    from infra.models import REGISTRY
+
     lines = [
         "| `train.model` | swapper | losses | default weights | default data recipe "
-        "| default Adam (G) |",
-        "|---|---|---|---|---|---|",
+        "| default Adam (G) | pretrained weights besides the identity encoder |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in SWAPPERS.values():
         section = r.config()
@@ -178,5 +195,9 @@ def model_table_markdown() -> str:
         recipe = ", ".join(f"{k} {v}" for k, v in section.data.model_dump().items())
         g = section.optimizer.generator
         opt = f"lr {g.lr:g}, β ({g.betas[0]:g}, {g.betas[1]:g}), wd {g.weight_decay:g}"
-        lines.append(f"| `{r.name}` | {r.title} | {r.losses} | {weights} | {recipe} | {opt} |")
+        priors = ", ".join(f"`{p}` ([{REGISTRY[p].file}]({REGISTRY[p].url}))" for p in r.priors)
+        lines.append(
+            f"| `{r.name}` | {r.title} | {r.losses} | {weights} | {recipe} | {opt} "
+            f"| {priors or 'none'} |"
+        )
     return "\n".join(lines)

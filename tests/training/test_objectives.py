@@ -7,11 +7,14 @@ import pytest
 import torch
 from torch import nn
 
+from infra.stand_ins import random_vgg19_features
 from training.config import TrainConfig
 from training.data import PairBatch
+from training.perceptual import PatchStyleBank, vgg19_features_from_state
 from training.registry import SWAPPERS, build_discriminator, build_generator
 from training.swappers.base import Objective
 from training.swappers.ghost import GhostObjective
+from training.swappers.korshunova import KorshunovaObjective
 
 ID_DIM = 8
 TINY_D = {"base_channels": 4, "max_channels": 8, "num_layers": 2, "num_scales": 2}
@@ -35,6 +38,7 @@ TINY = {
     },
     "cvae": TINY_SIMSWAP,
     "cvae_gan": {**TINY_SIMSWAP, "discriminator": TINY_D},
+    "korshunova": {"image_size": 32, "min_scale": 8, "channels": 4, "combiner_channels": 8},
 }
 
 
@@ -69,20 +73,38 @@ class Engine:
         return self.module(*args)
 
 
+def korshunova_objective(section, size: int) -> KorshunovaObjective:
+    """Korshunova's objective on a random VGG-19 stand-in and three random style images."""
+    s = section.style
+    vgg = vgg19_features_from_state(random_vgg19_features(), "relu4_2")
+    g = torch.Generator().manual_seed(3)
+    style = torch.rand(3, 3, size, size, generator=g) * 2 - 1
+    bank = PatchStyleBank(vgg, style, torch.randn(3, 3, generator=g) * 10, s.style_layers)
+    code = nn.functional.normalize(torch.randn(1, ID_DIM, generator=g), dim=1)
+    return KorshunovaObjective(TinyIdentity(), section, vgg, bank, "style_person", code)
+
+
 def _objective(name: str, cfg: TrainConfig) -> Objective:
     row = SWAPPERS[name]
     if row.objective is GhostObjective:
         s = cfg.section
         return GhostObjective(TinyIdentity(), TinyEyes(), s.weights, s.heatmap_size, 1.5)
+    if row.objective is KorshunovaObjective:
+        return korshunova_objective(cfg.section, cfg.arch.image_size)
     return row.objective(TinyIdentity(), cfg.section.weights)
 
 
 def _batch(size: int) -> PairBatch:
+    """Two pairs (one intra-, one inter-identity) with every annotation of
+    :data:`~training.swappers.base.ANNOTATIONS` (a centred face mask, two head poses)."""
     g = torch.Generator().manual_seed(0)
     target = torch.rand(2, 3, size, size, generator=g) * 2 - 1
     z = nn.functional.normalize(torch.randn(2, ID_DIM, generator=g), dim=1)
     same_image = torch.tensor([True, False])
-    return PairBatch(target, target.flip(0), z, same_image, same_image.clone(), "mixed")
+    mask = torch.zeros(2, 1, size, size)
+    mask[..., size // 4 : -size // 4, size // 4 : -size // 4] = 1
+    notes = {"face_mask": mask, "pose": torch.tensor([[5.0, -3, 1], [-20, 4, 0]])}
+    return PairBatch(target, target.flip(0), z, same_image, same_image.clone(), "mixed", notes)
 
 
 @pytest.mark.parametrize("name", list(SWAPPERS))
@@ -149,7 +171,7 @@ def test_each_model_trains_with_its_own_recipe():
 
 
 def test_unknown_model_lists_the_registry():
-    with pytest.raises(ValueError, match="aei_net, ghost, simswap, cvae, cvae_gan"):
+    with pytest.raises(ValueError, match="aei_net, ghost, simswap, cvae, cvae_gan, korshunova"):
         TrainConfig.model_validate({"model": "faceswap9000"})
 
 

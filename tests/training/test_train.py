@@ -52,12 +52,18 @@ def test_two_step_training_smoke(prepared, tmp_path, model):
         assert math.isfinite(summary["Loss/G/wfm"]) and summary["Loss/D/gp"] >= 0
     if model in ("cvae", "cvae_gan"):
         assert summary["Loss/G/kl"] > 0
+    if model == "korshunova":
+        for k in ("content", "style", "light", "tv"):
+            assert summary[f"Loss/G/{k}"] > 0, k
     assert pd.read_csv(out_dir / "losses.csv")["step"].tolist() == [1, 2]
     assert (out_dir / "checkpoints" / "latest").read_text() == "step00000002"
     assert (out_dir / "samples" / "step_000002.png").is_file()
 
     gen, meta = load_generator(out_dir / "generator.pt")
     assert meta["model"] == model and meta["id_dim"] == card.embedding.dim and meta["step"] == 2
+    if model == "korshunova":  # the training identity with the most faces (the default)
+        counts = {k: n for k, n in card.splits["train"].identities.items() if k}  # labelled
+        assert meta["source_identity"] == min(counts, key=lambda k: (-counts[k], k))
     size = cfg.arch.image_size
     with torch.no_grad():
         y, _ = gen(
@@ -141,7 +147,7 @@ def test_two_process_gloo_training(prepared, tmp_path, model, zero):
 
 @pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.parametrize("model", ["simswap", "cvae", "cvae_gan"])
+@pytest.mark.parametrize("model", ["simswap", "cvae", "cvae_gan", "korshunova"])
 def test_killed_training_resumes_to_the_same_state(prepared, tmp_path, model):
     _, _, _, prep_dir, params = prepared
     over = {

@@ -269,6 +269,8 @@ class Swapper:
         swapper trained without an adversary (only ``Gmain`` runs).
     objective : the :class:`Objective` subclass.
     losses : one line on the objective for the README's model table.
+    priors : registry names (:data:`infra.models.REGISTRY`) of the pretrained networks the
+        swapper loads besides the dataset's identity encoder (e.g. a VGG-19 loss network).
     """
 
     name: str
@@ -278,3 +280,4 @@ class Swapper:
     discriminator: type[nn.Module] | None
     objective: type[Objective]
     losses: str
+    priors: tuple[str, ...] = ()

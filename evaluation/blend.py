@@ -235,6 +235,61 @@ def paste_back(
     return _warp_blend(frame, swap, M, alpha_crop)
 
 
+def paste_back_poisson(
+    frame: np.ndarray, swap: np.ndarray, M: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+    """Warp a swapped crop into the frame and blend it by Poisson image editing (Pérez et
+    al. 2003): inside the mask the result keeps the swap's gradients and takes its values on
+    the mask's border from the frame (OpenCV ``seamlessClone``, ``NORMAL_CLONE``), so a
+    brightness or colour offset between swap and frame disappears. Seed 000 §II.A blends
+    its Korshunova-style output this way; Korshunova et al. 2017 use seamless cloning too.
+
+    Parameters
+    ----------
+    frame : (H, W, 3) uint8 RGB target frame.
+    swap : (S, S, 3) uint8 RGB generated face, aligned like the target's crop.
+    M : (2, 3) float matrix mapping frame pixels to crop pixels.
+    mask : (S, S) float, > 0.5 where the swap replaces the frame (crop pixels).
+
+    Returns
+    -------
+    (H, W, 3) uint8; pixels outside the warped mask equal ``frame`` exactly (also when the
+    mask is empty or falls outside the frame).
+
+    Raises
+    ------
+    ValueError : shapes or dtypes do not match the above.
+    """
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"frame: expected (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+    S = swap.shape[0]
+    if swap.shape != (S, S, 3) or swap.dtype != np.uint8 or np.shape(mask) != (S, S):
+        raise ValueError(
+            f"swap: expected (S, S, 3) uint8 and mask (S, S), got {swap.shape} {swap.dtype}, "
+            f"{np.shape(mask)}"
+        )
+    H, W = frame.shape[:2]
+    inv = invert_affine(M)
+    face = cv2.warpAffine(
+        swap, inv, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    region = (np.asarray(mask, np.float32) > 0.5).astype(np.uint8) * 255
+    region = cv2.warpAffine(region, inv, (W, H), flags=cv2.INTER_NEAREST)
+    # seamlessClone needs a one-pixel margin to the frame's edge for its border condition
+    region[:2], region[-2:], region[:, :2], region[:, -2:] = 0, 0, 0, 0
+    if not region.any():
+        return frame.copy()
+    x, y, w, h = cv2.boundingRect(region)
+    # OpenCV places the mask's bounding box at centre − extent // 2: this centre keeps it where
+    # it is (no shift). seamlessClone writes into its mask argument (OpenCV 5.0.0: a second
+    # call with the same array clones nothing), hence the copy.
+    center = (x + w // 2, y + h // 2)
+    out = cv2.seamlessClone(face, frame, region.copy(), center, cv2.NORMAL_CLONE)
+    keep = region == 0
+    out[keep] = frame[keep]
+    return out
+
+
 def _soft_mask(mask: np.ndarray, S: int, blur_px: float) -> np.ndarray:
     """(S, S) float32 α in crop pixels: ``mask`` clipped to [0, 1]; with ``blur_px`` > 0,
     zeroed within ``ceil(3 σ)`` px of the border and Gaussian-blurred (zero border).

@@ -26,6 +26,11 @@ class BlendConfig(StrictConfig):
         "(without `adjust`; GHOST's adjustment sets its own blur from the face width).",
     )
     examples: int = Field(8, ge=0, description="Blended frames drawn into blended.png.")
+    method: Literal["alpha", "poisson"] = Field(
+        "alpha",
+        description="`alpha`: blurred-mask alpha blending (GHOST); `poisson`: Poisson image "
+        "editing inside the (adjusted) mask, OpenCV seamless cloning (seed 000 §II.A).",
+    )
 
 
 class FidConfig(StrictConfig):

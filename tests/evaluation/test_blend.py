@@ -13,6 +13,7 @@ from evaluation.blend import (
     face_mask_from_labels,
     face_mask_from_landmarks,
     paste_back,
+    paste_back_poisson,
     width_change,
 )
 from infra.geometry import invert_affine, transform_points
@@ -206,3 +207,59 @@ def test_real_swap_changes_only_the_face(faces):
     )
     region = cv2.dilate((region > 0).astype(np.uint8), np.ones((2 * int(3 * blur) + 3,) * 2))
     assert not changed[region == 0].any()
+
+
+def _warped_region(mask, M, frame_shape):
+    h, w = frame_shape[:2]
+    region = (mask > 0.5).astype(np.uint8)
+    return cv2.warpAffine(region, invert_affine(M), (w, h), flags=cv2.INTER_NEAREST) > 0
+
+
+def test_poisson_blend_changes_only_the_face_and_keeps_the_swaps_texture(faces):
+    target, other = faces
+    frame, M = target["frame"], target["M"]
+    mask = face_mask_from_landmarks(target["lmk"], CROP)
+    out = paste_back_poisson(frame, other["crop"], M, mask)
+    region = _warped_region(mask, M, frame.shape)
+    changed = np.any(out != frame, axis=2)
+    assert changed.sum() > 1000 and not changed[~region].any()
+    # the same call again gives the same frame (OpenCV writes into its mask argument)
+    assert np.array_equal(paste_back_poisson(frame, other["crop"], M, mask), out)
+    # inside, the result has the swap's gradients, not the frame's
+    warped = cv2.warpAffine(other["crop"], invert_affine(M), frame.shape[1::-1]).astype(float)
+    inner = cv2.erode(region.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    gx = lambda im: np.diff(im.astype(float).mean(2), axis=1)[inner[:, 1:]]  # noqa: E731
+    assert np.abs(gx(out) - gx(warped)).mean() < 0.5 * np.abs(gx(frame) - gx(warped)).mean()
+
+
+def test_poisson_blend_removes_a_brightness_offset_and_does_not_shift(faces):
+    target, _ = faces
+    frame, M = target["frame"], target["M"]
+    mask = face_mask_from_landmarks(target["lmk"], CROP)
+    region = _warped_region(mask, M, frame.shape)
+    inner = cv2.erode(region.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    brighter = np.clip(target["crop"].astype(int) + 40, 0, 255).astype(np.uint8)
+    alpha = paste_back(frame, brighter, M, mask, 0.0)
+    poisson = paste_back_poisson(frame, brighter, M, mask)
+    err = lambda im: np.abs(im.astype(int) - frame)[inner].mean()  # noqa: E731
+    assert err(alpha) > 25 and err(poisson) < 0.25 * err(alpha)
+    # a step edge in the crop lands where the alpha paste puts it (no one-pixel shift)
+    step = np.full((CROP, CROP, 3), 90, np.uint8)
+    step[:, CROP // 2 :] = 200
+    flat = np.full_like(frame, 90)
+    a, p = paste_back(flat, step, M, mask, 0.0), paste_back_poisson(flat, step, M, mask)
+    row = int(np.median(np.nonzero(inner)[0]))
+    cols = np.nonzero(inner[row])[0]
+    edge = lambda im: np.abs(np.diff(im[row, cols[0] : cols[-1], 0].astype(int))).argmax()  # noqa: E731
+    assert edge(a) == edge(p)
+
+
+def test_poisson_blend_with_an_empty_mask_or_bad_input():
+    frame = np.zeros((50, 60, 3), np.uint8)
+    swap = np.full((32, 32, 3), 200, np.uint8)
+    M = np.array([[1.0, 0, 0], [0, 1, 0]])
+    assert np.array_equal(paste_back_poisson(frame, swap, M, np.zeros((32, 32))), frame)
+    with pytest.raises(ValueError, match="mask"):
+        paste_back_poisson(frame, swap, M, np.zeros((16, 16)))
+    with pytest.raises(ValueError, match="frame"):
+        paste_back_poisson(frame[..., 0], swap, M, np.zeros((32, 32)))

@@ -18,9 +18,12 @@ released one swaps with its own identity encoder's codes of the source crops, wr
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -33,11 +36,21 @@ from evaluation.attributes import AttributeModels
 from evaluation.config import EvaluateConfig
 from evaluation.face_matrix import face_matrix, save_png
 from evaluation.metric_groups import EvalContext, calc_metrics
-from evaluation.protocol import EvalFace, Protocol, Scorer, choose, load_eval_faces, resize
+from evaluation.protocol import (
+    EvalFace,
+    Protocol,
+    Scorer,
+    choose,
+    load_eval_faces,
+    load_identity_faces,
+    resize,
+)
 from evaluation.recognizers import build_recognizer
 from infra.config import flatten
 from infra.dataset_format import DatasetCard
+from infra.facemesh_topology import face_oval_mask
 from infra.geometry import uint8_to_unit, unit_to_uint8
+from infra.identity import identity_encoder_for_dataset
 from infra.models import ModelStore
 from infra.paths import ProjectPaths
 from infra.tracking import MlflowSink, Tracker
@@ -86,8 +99,9 @@ def evaluate(cfg: EvaluateConfig, paths: ProjectPaths, out_dir: Path | None = No
     size = model.cfg.image_size
     faces, proto, scorer = _load_references(cfg, store, card, data_dir, meta, size)
     t_setup = time.perf_counter()
-    swaps = _swap_pairs(model, faces, proto.pairs, size, cfg.batch_size)
+    swaps, codes = _swap_pairs(model, faces, proto.pairs, size, cfg.batch_size)
     ctx = EvalContext(cfg, paths, store, faces, proto, scorer, size, swaps, started)
+    ctx.codes, ctx.encode_identity = codes, swap_identity_encoder(model, card, store)
     ctx.durations |= {"setup": t_setup - started, "generate": time.perf_counter() - t_setup}
     metrics = calc_metrics(ctx)
     artifacts = _write_outputs(ctx, metrics, out_dir or output_dir(cfg, paths))
@@ -146,7 +160,14 @@ def _load_references(
     ``meta["identity_model"]``; attribute models; generator resolution ``size``)."""
     recognizer = build_recognizer(cfg.recognizer, store, meta["identity_model"])
     faces = load_eval_faces(card, data_dir)
-    proto = choose(faces, cfg.num_sources, cfg.num_targets, cfg.targets_per_identity)
+    own = meta.get("source_identity")  # a network trained for one source identity
+    if own:
+        largest = max(Counter(f.identity for f in faces).values())
+        faces = sorted(
+            faces + load_identity_faces(card, data_dir, "train", own, largest),
+            key=lambda f: (f.identity, f.key),
+        )
+    proto = choose(faces, cfg.num_sources, cfg.num_targets, cfg.targets_per_identity, own)
     return faces, proto, Scorer(faces, recognizer, AttributeModels(store), size)
 
 
@@ -158,7 +179,8 @@ def _swap_pairs(
 
     Parameters
     ----------
-    model : generator, ``model(target (B, 3, S, S) in [-1, 1], z_id (B, D)) -> (swap, _)``.
+    model : generator, ``model(target (B, 3, S, S) in [-1, 1], z_id (B, D)) -> (swap, _)``;
+        one with ``takes_face_mask`` also gets the targets' face masks (:func:`face_masks`).
     faces : held-out faces (crops and embeddings of training's identity encoder; a released
         generator takes its own identity codes of the source crops instead).
     pairs : ``target`` and ``source`` face indices, one row per swap.
@@ -167,18 +189,53 @@ def _swap_pairs(
 
     Returns
     -------
-    (P, S, S, 3) uint8 RGB swaps in the order of ``pairs``.
+    (P, S, S, 3) uint8 RGB swaps in the order of ``pairs``, and the (F, D) float32 identity
+    codes the generator took per face (:func:`_identity_codes`).
     """
     images = uint8_to_unit(resize(np.stack([f.crop for f in faces]), size))  # (F, 3, S, S)
     # Index tensors, not pandas' read-only arrays (torch warns on non-writable memory).
     t = torch.as_tensor(pairs["target"].to_numpy(copy=True))
     s = torch.as_tensor(pairs["source"].to_numpy(copy=True))
     z = _identity_codes(model, faces, images, s.unique(), batch_size)  # (F, D)
+    masks = face_masks(faces, size) if getattr(model, "takes_face_mask", False) else None
     out = []
     for i in range(0, len(pairs), batch_size):
-        swap, _ = model(images[t[i : i + batch_size]], z[s[i : i + batch_size]])
+        rows = t[i : i + batch_size]
+        extra = () if masks is None else (masks[rows],)
+        swap, _ = model(images[rows], z[s[i : i + batch_size]], *extra)
         out.append(unit_to_uint8(swap))
-    return np.concatenate(out)
+    return np.concatenate(out), z
+
+
+def swap_identity_encoder(
+    model: nn.Module, card: DatasetCard, store: ModelStore
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The identity encoder the generator's own identity loss measures with: a released
+    generator's ``identity_code``, otherwise the dataset's (the differentiable twin of the
+    embedding model, :func:`infra.identity.identity_encoder_for_dataset`, built on first
+    use). The callable maps (B, 3, S, S) float32 in [-1, 1] to (B, D) codes."""
+    if isinstance(model, ReleasedGenerator):
+        return model.identity_code
+    build = functools.cache(lambda: identity_encoder_for_dataset(card, store).eval())
+    return lambda x: build()(x)
+
+
+def face_masks(faces: list[EvalFace], size: int) -> torch.Tensor:
+    """(F, 1, S, S) float32 FaceMesh face-oval masks of the faces at the generator size S,
+    for a generator that restricts its output to the face (as training draws them,
+    :func:`infra.facemesh_topology.face_oval_mask`). ValueError when a face has no
+    ``lmk468.npy``."""
+    if missing := [f.key for f in faces if f.landmarks468 is None]:
+        raise ValueError(
+            f"the generator restricts its output to the FaceMesh face mask, but {len(missing)} "
+            f"prepared faces (e.g. {missing[0]}) have no lmk468.npy: run prepare with "
+            "prepare.annotate.landmarks_468=true"
+        )
+    return torch.from_numpy(
+        np.stack([face_oval_mask(f.landmarks468 * (size / f.crop.shape[0]), size) for f in faces])[
+            :, None
+        ]
+    )
 
 
 def _identity_codes(

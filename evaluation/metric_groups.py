@@ -10,6 +10,8 @@ group               content
 ==================  ======================================================================
 ``swap``            cross-identity swaps scored by the recogniser and the attribute models
 ``reconstruction``  self-swaps against their input: MSE, PSNR, SSIM
+``facke``           Facke Table 1: reconstruction loss, identity loss, L2 identity
+                    retrieval distance (seed 002 §3.2)
 ``fid``             FID/KID of the cross swaps against the targets (``fid.enabled``)
 ``paper``           identity retrieval (CosFace), pose (Hopenet) and expression
                     (Deep3DFaceRecon) errors as the papers report them, each where its
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 import pandas as pd
+import torch
 
 from evaluation.attributes import ssim
 from evaluation.blend import (
@@ -40,12 +43,14 @@ from evaluation.blend import (
     face_mask_from_labels,
     face_mask_from_landmarks,
     paste_back,
+    paste_back_poisson,
 )
 from evaluation.config import EvaluateConfig
 from evaluation.fid import fid_kid
 from evaluation.metrics import mse_psnr
 from evaluation.paper_metrics import paper_metrics as compute_paper_metrics
 from evaluation.protocol import SCORE_SIZE, EvalFace, Protocol, Scorer, resize, summarize
+from infra.geometry import uint8_to_unit
 from infra.models import ModelStore
 from infra.paths import ProjectPaths
 from preprocessing.align import align_face
@@ -72,6 +77,10 @@ class EvalContext:
         per metric group, added by :func:`calc_metrics`.
     per_pair : per-pair tables left by groups (``swap``, ``blended``) for ``pairs.parquet``.
     examples : (frame, blended frame) RGB uint8 pairs left by ``blended`` for ``blended.png``.
+    codes : (F, D) float32 identity codes the generator took per face (its ``z_id``), or
+        None when the stage did not record them.
+    encode_identity : the identity encoder of the generator's own identity loss, (B, 3, S, S)
+        float32 in [-1, 1] → (B, D), or None.
     """
 
     cfg: EvaluateConfig
@@ -86,6 +95,8 @@ class EvalContext:
     durations: dict[str, float] = field(default_factory=dict)
     per_pair: dict[str, pd.DataFrame] = field(default_factory=dict)
     examples: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    codes: torch.Tensor | None = None
+    encode_identity: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def cross_rows(self) -> np.ndarray:
@@ -180,15 +191,72 @@ def swap_metrics(ctx: EvalContext) -> dict:
     return summarize(scored)
 
 
+def _self_swaps(ctx: EvalContext) -> tuple[np.ndarray, np.ndarray]:
+    """(self-swaps, their target crops), each (R, S, S, 3) uint8 at the generator size."""
+    rows = ctx.self_rows
+    targets = ctx.proto.pairs.loc[rows, "target"]
+    return ctx.swaps[rows], resize(np.stack([ctx.faces[t].crop for t in targets]), ctx.size)
+
+
 @register_metric("reconstruction")
 def reconstruction_metrics(ctx: EvalContext) -> dict:
     """Self-swaps against their target crop at the generator resolution: ``mse`` and
-    ``psnr_db`` of images in [0, 1], mean ``ssim``."""
-    rows = ctx.self_rows
-    targets = ctx.proto.pairs.loc[rows, "target"]
-    real = resize(np.stack([ctx.faces[t].crop for t in targets]), ctx.size)
-    mse, psnr = mse_psnr(ctx.swaps[rows] / 255.0, real / 255.0)
-    return {"mse": mse, "psnr_db": psnr, "ssim": ssim(ctx.swaps[rows], real)}
+    ``psnr_db`` of images in [0, 1], mean ``ssim``; all None when the protocol has no
+    self-swap (a network trained for one source identity)."""
+    if len(ctx.self_rows) == 0:
+        return {"mse": None, "psnr_db": None, "ssim": None}
+    swaps, real = _self_swaps(ctx)
+    mse, psnr = mse_psnr(swaps / 255.0, real / 255.0)
+    return {"mse": mse, "psnr_db": psnr, "ssim": ssim(swaps, real)}
+
+
+@register_metric("facke")
+def facke_metrics(ctx: EvalContext) -> dict:
+    """Facke's Table 1 columns (seed 002 §3.2), lower is better for all three:
+
+    * ``reconstruction_loss`` — MSE of the self-swaps against their targets, images in
+      [0, 1] (Facke does not define its "Recon Loss"; the MSE of the CVAE's §2.2.1 is the
+      project's choice); None without self-swaps;
+    * ``identity_loss`` — mean 1 − cos between the identity code of each cross swap and the
+      source code the generator took, both from the encoder the generator's identity loss
+      uses (``ctx.encode_identity``; SimSwap eq. 3); None when the stage gave no encoder;
+    * ``id_retrieval_l2`` — "the L2 distance between normalized identity vector[s] extracted
+      by a face recognition model other than Arcface": mean ‖e(swap) − e(source)‖₂ of the
+      recogniser's unit embeddings, √(2 − 2 cos), in [0, 2]. Facke uses CosFace sphere20
+      (its ref. [16]); here the protocol's recogniser (``recognizer``), and the ``paper``
+      group gives the CosFace value when its weights are present.
+    """
+    scored = ctx.per_pair.get("swap")
+    if scored is None:
+        scored = ctx.scorer.score(ctx.swaps, ctx.proto.pairs)
+    cross = scored[scored["cross"]]
+    l2 = np.sqrt(np.clip(2.0 - 2.0 * cross["id_cosine"].to_numpy(), 0.0, None))
+    rec = None
+    if len(ctx.self_rows):
+        swaps, real = _self_swaps(ctx)
+        rec = mse_psnr(swaps / 255.0, real / 255.0)[0]
+    return {
+        "reconstruction_loss": rec,
+        "identity_loss": _identity_loss(ctx, ctx.cross_rows),
+        "id_retrieval_l2": float(l2.mean()) if len(l2) else None,
+        "recognizer": ctx.scorer.rec.name,
+    }
+
+
+@torch.no_grad()
+def _identity_loss(ctx: EvalContext, rows: np.ndarray) -> float | None:
+    """Mean 1 − cos of ``ctx.encode_identity`` on the swaps of ``rows`` against the source
+    codes ``ctx.codes``; None without an encoder, codes or rows."""
+    if ctx.encode_identity is None or ctx.codes is None or len(rows) == 0:
+        return None
+    sources = torch.as_tensor(ctx.proto.pairs.loc[rows, "source"].to_numpy(copy=True))
+    losses = []
+    for i in range(0, len(rows), ctx.cfg.batch_size):
+        part = slice(i, i + ctx.cfg.batch_size)
+        emb = ctx.encode_identity(uint8_to_unit(ctx.swaps[rows[part]])).float()
+        cos = torch.nn.functional.cosine_similarity(emb, ctx.codes[sources[part]].float(), dim=1)
+        losses.append(1.0 - cos)
+    return float(torch.cat(losses).mean())
 
 
 @register_metric("fid", enabled=lambda cfg: cfg.fid.enabled)
@@ -352,4 +420,6 @@ def _paste_one(
     blur = cfg.blend.blur_fraction * size
     if cfg.blend.adjust:  # GHOST: grow or shrink the mask, blur scaled to the face width
         mask, blur = adjust_mask(mask, lm_s, lm_t)
+    if cfg.blend.method == "poisson":
+        return paste_back_poisson(frame, swap, M, mask)
     return paste_back(frame, swap, M, mask, blur)

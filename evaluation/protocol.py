@@ -8,6 +8,11 @@ identity first. Every (target, source) pair is swapped: pairs of different ident
 scored for identity transfer and attribute preservation, a target swapped with its own
 embedding is a self-swap scored for reconstruction. The retrieval gallery is every held-out
 face (FaceShifter's protocol retrieves among all frames, targets included).
+
+A network trained for one source identity (Korshunova et al.; its export names it) is scored
+with that identity as the only source: its training faces join the gallery (as many as the
+largest held-out identity has), the held-out identities are the targets, and there is no
+self-swap.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ class EvalFace:
     embedding : (D,) float32 L2-normalised embedding of training's identity encoder.
     meta : the sample's metadata (identity, path, transform, bbox, landmarks…).
     label_map : (C, C) uint8 CelebAMask-HQ label map, or None when the shard has none.
+    landmarks468 : (468, 3) float32 FaceMesh landmarks in crop pixels, or None when the
+        shard has none.
     """
 
     key: str
@@ -56,17 +63,31 @@ class EvalFace:
     embedding: np.ndarray
     meta: dict
     label_map: np.ndarray | None
+    landmarks468: np.ndarray | None = None
 
 
-#: Sample files a held-out face is read from (``mask.png`` is optional).
-EVAL_FILES = ("jpg", "id.npy", "json", "mask.png")
+#: Sample files a held-out face is read from (``mask.png`` and ``lmk468.npy`` are optional).
+EVAL_FILES = ("jpg", "id.npy", "json", "mask.png", "lmk468.npy")
+
+
+def eval_face(raw: dict) -> EvalFace:
+    """A raw WebDataset sample as an :class:`EvalFace`, decoded by
+    :func:`infra.dataset_format.decode_files`. KeyError when ``jpg``, ``id.npy`` or ``json``
+    is missing, ValueError when a file cannot be decoded."""
+    s = decode_files(raw, EVAL_FILES)
+    return EvalFace(
+        key=s["__key__"],
+        identity=s["json"].get("identity") or "",
+        crop=s["jpg"],
+        embedding=s["id.npy"],
+        meta=s["json"],
+        label_map=s["mask.png"],
+        landmarks468=s["lmk468.npy"],
+    )
 
 
 def load_eval_faces(card: DatasetCard, data_dir: Path) -> list[EvalFace]:
-    """Every face of the ``eval`` split, sorted by (identity, key).
-
-    Samples are decoded by :func:`infra.dataset_format.decode_files`: crop (S, S, 3) uint8
-    RGB, embedding (D,) float32, metadata dict, label map (S, S) uint8 or None.
+    """Every face of the ``eval`` split, sorted by (identity, key) (:func:`eval_face`).
 
     Raises
     ------
@@ -74,21 +95,21 @@ def load_eval_faces(card: DatasetCard, data_dir: Path) -> list[EvalFace]:
         ``json``.
     ValueError : a sample file cannot be decoded.
     """
-    faces = []
-    for url in card.shard_paths(data_dir, "eval"):
-        for raw in read_shard(url):
-            s = decode_files(raw, EVAL_FILES)
-            faces.append(
-                EvalFace(
-                    key=s["__key__"],
-                    identity=s["json"].get("identity") or "",
-                    crop=s["jpg"],
-                    embedding=s["id.npy"],
-                    meta=s["json"],
-                    label_map=s["mask.png"],
-                )
-            )
+    faces = [
+        eval_face(raw) for url in card.shard_paths(data_dir, "eval") for raw in read_shard(url)
+    ]
     return sorted(faces, key=lambda f: (f.identity, f.key))
+
+
+def load_identity_faces(
+    card: DatasetCard, data_dir: Path, split: str, identity: str, limit: int
+) -> list[EvalFace]:
+    """Up to ``limit`` faces of one identity of ``split`` (shard order), sorted by key: the
+    training identity a per-identity network was trained for. ValueError when there is none."""
+    faces = [eval_face(raw) for raw in card.samples_of(data_dir, split, identity, limit)]
+    if not faces:
+        raise ValueError(f"no {split} face of identity {identity!r} in the prepared dataset")
+    return sorted(faces, key=lambda f: f.key)
 
 
 @dataclass
@@ -101,7 +122,11 @@ class Protocol:
 
 
 def choose(
-    faces: list[EvalFace], num_sources: int, num_targets: int, per_identity: int
+    faces: list[EvalFace],
+    num_sources: int,
+    num_targets: int,
+    per_identity: int,
+    fixed_source: str | None = None,
 ) -> Protocol:
     """Pick sources, targets and pairs (the rule is in the module docstring).
 
@@ -110,6 +135,10 @@ def choose(
     faces : held-out faces sorted by (identity, key); unlabelled ones are ignored.
     num_sources, num_targets : identities (sorted) giving sources / targets.
     per_identity : target faces per target identity.
+    fixed_source : for a network trained for one source identity (Korshunova et al.): that
+        identity (its faces must be in ``faces``) is the only source, the first
+        ``num_targets`` other identities give the targets, and there are no self-swaps (the
+        network cannot reproduce another identity).
 
     Returns
     -------
@@ -117,7 +146,8 @@ def choose(
 
     Raises
     ------
-    ValueError : fewer than two labelled identities are held out.
+    ValueError : fewer than two labelled identities are held out, or ``fixed_source`` has
+        no face.
     """
     by_id: dict[str, list[int]] = {}
     for i, f in enumerate(faces):
@@ -128,14 +158,20 @@ def choose(
         raise ValueError(
             f"need >= 2 held-out identities, found {len(ids)}: prepare more eval identities"
         )
-    sources = [by_id[i][0] for i in ids[:num_sources]]
+    if fixed_source is not None and fixed_source not in by_id:
+        raise ValueError(f"no face of the generator's source identity {fixed_source!r}")
+    if fixed_source is None:
+        sources = [by_id[i][0] for i in ids[:num_sources]]
+    else:
+        sources = [by_id[fixed_source][0]]
     targets = []
-    for ident in ids[:num_targets]:
+    for ident in [i for i in ids if i != fixed_source][:num_targets]:
         idx = by_id[ident]
         ordered = idx[1:] + idx[:1]  # faces other than the source face first
         targets += ordered[:per_identity]
     rows = [(t, s) for t in targets for s in sources]
-    rows += [(t, t) for t in targets]  # self-swaps (reconstruction)
+    if fixed_source is None:
+        rows += [(t, t) for t in targets]  # self-swaps (reconstruction)
     pairs = pd.DataFrame(rows, columns=["target", "source"]).drop_duplicates(ignore_index=True)
     same_face = pairs["target"] == pairs["source"]
     pairs["self"] = same_face

@@ -188,3 +188,48 @@ def test_expression_opening_error_ignores_face_shape():
     open_mouth = target.copy()
     open_mouth[14, 1] += 12
     assert expression_opening_error(open_mouth, target) > 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_per_identity_network_is_scored_against_its_one_source(prepared, tmp_path):
+    """Korshunova's CNN (seed 000 §II.A) swaps every target to the identity it was trained
+    for: that identity's face is the only source, its training faces join the gallery,
+    there is no self-swap; the swap is pasted back by Poisson blending."""
+    from evaluation.compare import facke_table
+    from evaluation.config import EvaluateConfig
+    from evaluation.evaluate import evaluate
+    from infra.config import build
+    from infra.paths import PathsConfig, ProjectPaths
+    from training.config import TrainConfig
+    from training.train import train
+
+    _, card, _, prep_dir, params = prepared
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "prepare").symlink_to(prep_dir)
+    paths = ProjectPaths.resolve(PathsConfig(**{**params["paths"], "output_dir": str(out)}))
+    train_cfg = build(TrainConfig, {**params["train"], "model": "korshunova"}, "train")
+    train(train_cfg, paths, out / "train")
+    over = {"num_sources": 3, "num_targets": 3, "blend": {"examples": 2, "method": "poisson"}}
+    cfg = build(EvaluateConfig, {**params["evaluate"], **over}, "evaluate")
+    saved = evaluate(cfg, paths, out / "evaluate")
+
+    labelled = {k: n for k, n in card.splits["train"].identities.items() if k}
+    own = min(labelled.items(), key=lambda kv: (-kv[1], kv[0]))
+    held_out = card.splits["eval"].identities
+    proto = saved["protocol"]
+    assert proto["sources"] == 1 and proto["self_pairs"] == 0
+    assert proto["cross_pairs"] == proto["targets"] == min(3, len(held_out))
+    assert proto["gallery_faces"] == sum(held_out.values()) + min(own[1], max(held_out.values()))
+    assert saved["reconstruction"] == {"mse": None, "psnr_db": None, "ssim": None}
+    assert saved["facke"]["reconstruction_loss"] is None
+    assert 0 <= saved["facke"]["id_retrieval_l2"] <= 2 and 0 <= saved["facke"]["identity_loss"] <= 2
+    pairs = pd.read_parquet(out / "evaluate" / "pairs.parquet")
+    assert set(pairs["source_identity"]) == {own[0]}
+    assert not pairs["target_identity"].isin([own[0]]).any()
+    assert 0 <= saved["swap"]["id_retrieval_chance"] <= 1 and "id_cosine" in saved["blended"]
+    for name in ("face_matrix.png", "blended.png"):
+        assert (out / "evaluate" / name).stat().st_size > 0
+    table = facke_table(paths, "faceswap")
+    assert table["method"].tolist() == ["korshunova"] and table.loc[0, "Recon Loss"] != 0

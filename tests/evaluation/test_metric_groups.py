@@ -5,14 +5,16 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 from evaluation import metric_groups as mg
 from evaluation.config import EvaluateConfig
 from evaluation.protocol import EvalFace, choose
 
 #: ``metrics.json`` groups in the order the stage has always written them.
-GROUPS = ["swap", "reconstruction", "fid", "paper", "blended", "protocol", "timing"]
+GROUPS = ["swap", "reconstruction", "facke", "fid", "paper", "blended", "protocol", "timing"]
 
 
 def _context(cfg: EvaluateConfig | None = None) -> mg.EvalContext:
@@ -45,7 +47,13 @@ def test_registered_groups_are_the_metrics_json_keys_in_order():
     assert mg.list_metric_groups() == GROUPS
     assert mg.enabled_metric_groups(EvaluateConfig()) == GROUPS
     cfg = EvaluateConfig(fid={"enabled": False}, blend={"enabled": False}, paper_metrics="off")
-    assert mg.enabled_metric_groups(cfg) == ["swap", "reconstruction", "protocol", "timing"]
+    assert mg.enabled_metric_groups(cfg) == [
+        "swap",
+        "reconstruction",
+        "facke",
+        "protocol",
+        "timing",
+    ]
 
 
 def test_registering_a_group_runs_it_in_registration_order(empty_registry):
@@ -111,3 +119,62 @@ def test_protocol_and_timing_groups_on_a_hand_made_context():
     assert timing["pairs_per_s"] == pytest.approx(8 / 4.0)
     assert timing["swap_and_score_pairs_per_s"] == pytest.approx(8 / 2.0)
     assert timing["blend_and_rescore_s"] == 0.0
+
+
+def test_facke_table_1_columns_on_a_hand_made_context():
+    """Facke §3.2: reconstruction MSE of the self-swaps, 1 − cos of the generator's own
+    identity encoder against the codes it took, and the recogniser's L2 distance."""
+    ctx = _context()
+    pairs = ctx.proto.pairs
+    rng = np.random.default_rng(0)
+    ctx.swaps = rng.integers(0, 256, ctx.swaps.shape, dtype=np.uint8)
+    for t in pairs.loc[ctx.self_rows, "target"]:  # self-swap targets: each face's crop
+        ctx.faces[t].crop = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    cos = np.linspace(-0.5, 1.0, len(pairs))
+    ctx.per_pair["swap"] = pairs.assign(id_cosine=cos)
+    ctx.codes = torch.nn.functional.normalize(torch.randn(5, 3), dim=1)
+
+    def encode(x):  # the "identity" of a swap: its mean colour, as a 3-vector
+        return x.mean(dim=(2, 3))
+
+    ctx.encode_identity = encode
+    got = mg.calc_metric("facke", ctx)
+
+    cross = pairs["cross"].to_numpy()
+    assert got["id_retrieval_l2"] == pytest.approx(np.sqrt(2 - 2 * cos[cross]).mean())
+    self_swaps = ctx.swaps[ctx.self_rows] / 255.0
+    real = np.stack([ctx.faces[t].crop for t in pairs.loc[ctx.self_rows, "target"]]) / 255.0
+    assert got["reconstruction_loss"] == pytest.approx(((self_swaps - real) ** 2).mean())
+    colours = torch.from_numpy(ctx.swaps[ctx.cross_rows] / 127.5 - 1).float().mean(dim=(1, 2))
+    src = ctx.codes[torch.as_tensor(pairs.loc[ctx.cross_rows, "source"].to_numpy(copy=True))]
+    expected = (1 - torch.nn.functional.cosine_similarity(colours, src, dim=1)).mean()
+    assert got["identity_loss"] == pytest.approx(float(expected), rel=1e-5)
+    assert got["recognizer"] == "dlib_resnet"
+    # without an encoder (or codes) the identity loss is not computed
+    ctx.encode_identity = None
+    assert mg.calc_metric("facke", ctx)["identity_loss"] is None
+
+
+def test_fixed_source_protocol_has_one_source_and_no_self_swaps():
+    """A network trained for one identity (Korshunova): that identity is the only source,
+    the other identities are targets, nothing is reconstructed."""
+    faces = [
+        EvalFace(f"k{i}", ident, np.zeros((4, 4, 3), np.uint8), np.zeros(4), {}, None)
+        for i, ident in enumerate(["a", "a", "b", "own", "own", "c", "c"])
+    ]
+    proto = choose(faces, num_sources=3, num_targets=5, per_identity=1, fixed_source="own")
+    assert proto.sources == [3]
+    assert [faces[t].identity for t in proto.targets] == ["a", "b", "c"]
+    assert proto.pairs["cross"].all() and not proto.pairs["self"].any()
+    assert list(proto.pairs.source.unique()) == [3] and len(proto.pairs) == 3
+    with pytest.raises(ValueError, match="source identity 'nobody'"):
+        choose(faces, 3, 3, 1, fixed_source="nobody")
+    ctx = _context()
+    ctx.proto = proto
+    ctx.faces = faces
+    ctx.swaps = np.zeros((len(proto.pairs), 64, 64, 3), np.uint8)
+    assert mg.calc_metric("reconstruction", ctx) == {"mse": None, "psnr_db": None, "ssim": None}
+    ctx.per_pair["swap"] = pd.DataFrame({"cross": [True] * 3, "id_cosine": [1.0, 0.5, 0.0]})
+    facke = mg.calc_metric("facke", ctx)
+    assert facke["reconstruction_loss"] is None
+    assert facke["id_retrieval_l2"] == pytest.approx((0 + 1 + np.sqrt(2)) / 3)

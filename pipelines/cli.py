@@ -175,18 +175,32 @@ def compare(
     param: Annotated[list[str] | None, typer.Option(help="Param column (repeatable).")] = None,
     metric: Annotated[list[str] | None, typer.Option(help="Metric column (repeatable).")] = None,
     last: Annotated[int, typer.Option(help="Newest runs shown.")] = 20,
+    table_layout: Annotated[
+        str,
+        typer.Option(
+            "--table",
+            help="`runs`: one row per run; `facke`: Facke's Table 1, one row per method "
+            "(SimSwap, CVAE, SimSwap-IG, CVAE-GAN-IG, …) with Recon Loss, ID Loss, ID Retrieval.",
+        ),
+    ] = "runs",
 ) -> None:
     """List evaluated runs side by side with their parameters and metrics (MLflow)."""
     import pandas as pd
 
-    from evaluation.compare import compare_runs
+    from evaluation.compare import compare_runs, facke_table
     from infra.tracking import check_reachable
 
     with user_errors():
         paths = _paths(params)
         check_reachable(paths.tracking_uri)
+        name = experiment or paths.experiment
         try:
-            table = compare_runs(paths, experiment or paths.experiment, param, metric, last)
+            if table_layout not in ("runs", "facke"):
+                raise ValueError(f"--table {table_layout!r}: choose runs or facke")
+            if table_layout == "facke":
+                table = facke_table(paths, name)
+            else:
+                table = compare_runs(paths, name, param, metric, last)
         except ValueError as e:
             raise ConfigError(str(e)) from e
     if table.empty:

@@ -548,8 +548,15 @@ class ModelStore:
             _package_dir(spec.package) / spec.file if spec.package else self.models_dir / spec.file
         ).resolve()
         if not target.is_file():
+            expected = (
+                f"sha256 {spec.sha256}"
+                if spec.sha256
+                else f"sha256 starting {spec.sha256_prefix}"
+                if spec.sha256_prefix
+                else "sha256 not pinned"
+            )
             raise ModelFileMissingError(
-                f"model {name!r}: file {target} is missing (expected sha256 {spec.sha256}). "
+                f"model {name!r}: file {target} is missing (expected {expected}). "
                 + _where_to_get(spec, target)
             )
         actual = file_sha256(target)

@@ -322,13 +322,14 @@ def export(run: Run, tracker: Tracker, out_dir: Path, wall_s: float) -> Path:
 
 def _log_line(step: int, steps: int, last: dict[str, float]) -> None:
     nan = float("nan")
+    d = f"  D {last['Loss/D/total']:.3f}" if "Loss/D/total" in last else ""  # adversarial only
     log.info(
-        "step %d/%d  G %.3f (id %.3f)  D %.3f  %.2f s/step",
+        "step %d/%d  G %.3f (id %.3f)%s  %.2f s/step",
         step,
         steps,
         last.get("Loss/G/total", nan),
         last.get("Loss/G/id", nan),
-        last.get("Loss/D/total", nan),
+        d,
         last["Timing/sec_per_step"],
     )
 

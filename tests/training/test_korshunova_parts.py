@@ -224,6 +224,7 @@ def test_missing_file_names_file_and_url(tmp_path):
     with pytest.raises(ModelFileMissingError) as err:
         load_vgg19_features(ModelStore(tmp_path), "relu4_2")
     assert "vgg19-dcbb9e9d.pth" in str(err.value) and URL in str(err.value)
+    assert "expected sha256 starting dcbb9e9d" in str(err.value)
 
 
 # --- losses ----------------------------------------------------------------------------------

@@ -1,10 +1,14 @@
 """img/s and peak memory per model (one process each, so peak RSS is the model's own).
 
     python -m training.benchmarks.models [--models aei_net,cvae,...] [--steps 20]
-        [--set train.width=paper --set train.generator.precision=bf16 ...]
+        [--set train.width=paper --set train.generator.precision=bf16 ...] [--stand-ins]
 
 Each model trains ``--steps`` steps through its DeepSpeed engines on pre-loaded batches
 after 3 warm-up steps. Peak memory: process peak RSS on the CPU, max allocated on a GPU.
+A model whose pretrained prior (``Swapper.priors``, e.g. Korshunova's VGG-19) is not in the
+models directory fails, unless ``--stand-ins``: then it runs on a randomly initialised
+stand-in of the published layout (:mod:`infra.stand_ins`; speed and memory do not depend on
+the weights' values) and its row says so.
 """
 
 from __future__ import annotations
@@ -14,8 +18,13 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+from infra.config import load_stage
+from infra.models import ModelStore
+from infra.stand_ins import overlay_models_dir
+from training.config import TrainConfig
 from training.registry import SWAPPERS
 
 
@@ -61,13 +70,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", default=",".join(SWAPPERS))
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--set", action="append", default=[], help="train.* override")
+    ap.add_argument("--stand-ins", action="store_true", help="random stand-ins for missing priors")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
         print("RESULT " + json.dumps(_one(args.params, args.one, args.steps, args.set)))
         return
     rows = []
+    scratch = tempfile.TemporaryDirectory(prefix="fsp-stand-ins-")
     for model in args.models.split(","):
+        missing = _missing_priors(args.params, model)
+        overrides = list(args.set)
+        if missing and args.stand_ins:
+            base = load_stage(TrainConfig, "train", Path(args.params))[1].models_dir
+            overlay = overlay_models_dir(base, Path(scratch.name), missing)
+            overrides.append(f"paths.models_dir={overlay}")
         cmd = [
             sys.executable,
             "-m",
@@ -79,24 +96,33 @@ def main(argv: list[str] | None = None) -> None:
             "--one",
             model,
         ]
-        for s in args.set:
+        for s in overrides:
             cmd += ["--set", s]
         out = subprocess.run(cmd, capture_output=True, text=True)
         line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
         if out.returncode or not line:
             print(f"{model}: failed\n{out.stderr[-2000:]}")
             continue
-        rows.append(json.loads(line[0][7:]))
+        rows.append(json.loads(line[0][7:]) | {"priors": "stand-in" if missing else "real"})
+    scratch.cleanup()
     print(
-        f"{'model':<10}{'width':<7}{'px':>5}{'batch':>6}{'prec':>6}"
+        f"{'model':<11}{'width':<7}{'px':>5}{'batch':>6}{'prec':>6}"
         f"{'G Mparams':>10}{'D Mparams':>10}"
-        f"{'img/s':>9}{'peak GB':>9}"
+        f"{'img/s':>9}{'peak GB':>9}  priors"
     )
     for r in rows:
         print(
-            f"{r['model']:<10}{r['width']:<7}{r['size']:>5}{r['batch']:>6}{r['precision']:>6}"
-            f"{r['params_g_m']:>10.2f}{r['params_d_m']:>10.2f}{r['img_per_s']:>9.1f}{r['peak_gb']:>9.2f}"
+            f"{r['model']:<11}{r['width']:<7}{r['size']:>5}{r['batch']:>6}{r['precision']:>6}"
+            f"{r['params_g_m']:>10.2f}{r['params_d_m']:>10.2f}{r['img_per_s']:>9.1f}"
+            f"{r['peak_gb']:>9.2f}  {r['priors']}"
         )
+
+
+def _missing_priors(params: str, model: str) -> list[str]:
+    """Registry names of ``model``'s priors that the models directory of ``params`` lacks."""
+    paths = load_stage(TrainConfig, "train", Path(params))[1]
+    store = ModelStore(paths.models_dir)
+    return [p for p in SWAPPERS[model].priors if not store.available(p)]
 
 
 if __name__ == "__main__":

@@ -32,9 +32,10 @@ class InputSpec:
     shape : tuple
         Input tensor shape; ``None`` marks a dynamic axis.
     layout : str
-        ``"NCHW"`` or ``"NHWC"``.
+        ``"NCHW"`` or ``"NHWC"``; ``"W+"`` for a generative prior fed latent codes
+        (B, n_latent, style_dim), whose mean/std are then 0 and 1 (no pixel normalisation).
     color : str
-        Channel order of the pixels, ``"RGB"`` or ``"BGR"``.
+        Channel order of the pixels, ``"RGB"`` or ``"BGR"``; ``""`` when the input is no image.
     mean, std : float
         Normalisation applied to 0–255 pixels: ``(x - mean) / std``.
     crop : str
@@ -57,8 +58,9 @@ class ModelSpec:
     ----------
     name : registry key.
     task : ``detection``, ``recognition``, ``landmarks``, ``headpose``, ``parsing``, ``fid``,
-        or ``paper_id``/``paper_pose``/``paper_3dmm`` (the networks of evaluation's
-        ``paper`` group, kept out of the ``recognition``/``headpose`` choices).
+        ``prior`` (pretrained generative priors such as StyleGAN2), or
+        ``paper_id``/``paper_pose``/``paper_3dmm`` (the networks of evaluation's ``paper``
+        group, kept out of the ``recognition``/``headpose`` choices).
     file : path of the weights relative to the models directory.
     sha256 : hex digest of that file; None when no digest could be pinned (the loader then
         accepts the file and logs the digest it found, so it can be pinned).
@@ -336,6 +338,25 @@ REGISTRY: dict[str, ModelSpec] = {
             "and std (0.229, 0.224, 0.225) per channel on [0, 1] RGB (training.perceptual). "
             "torch hub names the file after the first 8 hex digits of its SHA-256; the store "
             "checks them.",
+        ),
+        ModelSpec(
+            name="stylegan2_ffhq_1024",
+            task="prior",
+            file="stylegan2/stylegan2-ffhq-config-f.pt",
+            sha256=None,
+            url="https://drive.google.com/file/d/1EM87UquaoQmk17Q8d5kYIAHqu0dkYqdT/view"
+            "?usp=sharing",
+            licence="NVIDIA Source Code License-NC (NVlabs/stylegan2: the original FFHQ "
+            "weights, non-commercial use only); converted with rosinality/stylegan2-pytorch "
+            "(MIT code)",
+            input=InputSpec(shape=(None, 18, 512), layout="W+", color="", mean=0.0, std=1.0),
+            notes="NVIDIA's StyleGAN2 FFHQ 1024-px config-F generator converted to PyTorch by "
+            "rosinality's convert_weight.py: {'g_ema': Generator(1024, 512, 8, "
+            "channel_multiplier=2) state dict, 'latent_avg': (512,) mean w}; the file pSp, e4e "
+            "and RAFSwap load (pSp README, 'FFHQ StyleGAN'). Loaded strictly by "
+            "training.priors.stylegan2.load_stylegan2_ffhq; input is a W+ code (B, 18, 512), "
+            "output (B, 3, 1024, 1024) RGB in about [-1, 1]. No digest could be pinned "
+            "offline: the loader logs the SHA-256 of the file it finds.",
         ),
         ModelSpec(
             name="dlib_resnet",

@@ -48,6 +48,10 @@ def random_vgg19_features(seed: int = 0, last_index: int = 21) -> dict[str, torc
 
 
 #: Registry name → builder of a random state dict in the published layout.
+#: StyleGAN2 (``stylegan2_ffhq_1024``) has no builder here: its 1024-px layout is ~30 M
+#: parameters (~120 MB), so its stand-ins are built at test size by
+#: :func:`training.priors.stylegan2.random_stylegan2` and written with
+#: ``write_stand_in(models_dir, name, state)``.
 BUILDERS: dict[str, Callable[[], dict[str, torch.Tensor]]] = {
     "vgg19_imagenet": random_vgg19_features,
 }

@@ -1,0 +1,1 @@
+"""Pretrained generative priors (StyleGAN2, …) loaded from their published layouts."""

@@ -178,3 +178,20 @@ def test_fixed_source_protocol_has_one_source_and_no_self_swaps():
     facke = mg.calc_metric("facke", ctx)
     assert facke["reconstruction_loss"] is None
     assert facke["id_retrieval_l2"] == pytest.approx((0 + 1 + np.sqrt(2)) / 3)
+
+
+@pytest.mark.parametrize(
+    ("model", "draw", "intra", "name"),
+    [
+        ("simswap", "images", "same_image", "SimSwap"),  # SimSwap as published
+        ("simswap", "identities", "same_identity", "SimSwap-IG"),  # Facke §2.1.4
+        ("simswap", "identities", "same_image", "SimSwap"),  # intra pairs of one image: no IG
+        ("cvae", "images", "same_image", "CVAE"),
+        ("cvae_gan", "identities", "same_identity", "CVAE-GAN-IG"),
+        ("korshunova", None, None, "korshunova"),
+    ],
+)
+def test_facke_table_names_methods_as_table_1(model, draw, intra, name):
+    from evaluation.compare import facke_method
+
+    assert facke_method(model, draw, intra) == name

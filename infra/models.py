@@ -340,6 +340,33 @@ REGISTRY: dict[str, ModelSpec] = {
             "checks them.",
         ),
         ModelSpec(
+            name="vgg16_imagenet",
+            task="backbone",
+            file="vgg/vgg16-397923af.pth",
+            sha256=None,
+            sha256_prefix="397923af",
+            url="https://download.pytorch.org/models/vgg16-397923af.pth",
+            licence="BSD-3-Clause (torchvision code); weights trained on ImageNet, whose "
+            "non-commercial research terms apply",
+            input=InputSpec(shape=(None, 3, None, None), mean=0.0, std=255.0),
+            notes="torchvision `vgg16(weights=VGG16_Weights.IMAGENET1K_V1)` state dict: the "
+            "backbone LPIPS (the `lpips` package, net='vgg') runs under its own linear layers, "
+            "which the package ships. torch hub names the file after the first 8 hex digits "
+            "of its SHA-256; the store checks them.",
+        ),
+        ModelSpec(
+            name="lpips_vgg_v0.1",
+            task="backbone",
+            file="weights/v0.1/vgg.pth",
+            sha256="a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+            url="https://pypi.org/project/lpips/0.1.4/",
+            licence="BSD-2-Clause (richzhang/PerceptualSimilarity)",
+            input=InputSpec(shape=(None, 3, None, None), mean=127.5, std=127.5),
+            package="lpips",
+            notes="LPIPS v0.1 linear calibration layers over VGG-16 (Zhang et al. 2018), shipped "
+            "in the lpips wheel; the VGG-16 backbone under them is vgg16_imagenet.",
+        ),
+        ModelSpec(
             name="stylegan2_ffhq_1024",
             task="prior",
             file="stylegan2/stylegan2-ffhq-config-f.pt",

@@ -29,10 +29,22 @@ def random_vgg19_features(seed: int = 0, last_index: int = 21) -> dict[str, torc
     index ``last_index`` (21 = conv4_2, ~24 MB), Kaiming-normal weights (torchvision's VGG
     init, keeps activations at scale) and N(0, 0.01²) biases. Key names and shapes are the
     published ``vgg19-dcbb9e9d.pth``'s; the global RNG is left as it was."""
+    return _random_vgg_features("E", seed, last_index)
+
+
+def random_vgg16_features(seed: int = 0) -> dict[str, torch.Tensor]:
+    """torchvision ``vgg16`` ``features.<i>.weight|bias`` of all 13 convs (~59 MB), as
+    :func:`random_vgg19_features` (the published ``vgg16-397923af.pth``'s ``features`` keys;
+    LPIPS uses no more of it)."""
+    return _random_vgg_features("D", seed, 29)
+
+
+def _random_vgg_features(arch: str, seed: int, last_index: int) -> dict[str, torch.Tensor]:
+    """torchvision ``cfgs[arch]`` features up to module ``last_index``, randomly initialised."""
     from torchvision.models.vgg import cfgs, make_layers
 
     layers, n = [], 0
-    for v in cfgs["E"]:  # conv = 2 modules (conv, ReLU), pool = 1
+    for v in cfgs[arch]:  # conv = 2 modules (conv, ReLU), pool = 1
         if n > last_index:
             break
         layers.append(v)
@@ -54,6 +66,7 @@ def random_vgg19_features(seed: int = 0, last_index: int = 21) -> dict[str, torc
 #: ``write_stand_in(models_dir, name, state)``.
 BUILDERS: dict[str, Callable[[], dict[str, torch.Tensor]]] = {
     "vgg19_imagenet": random_vgg19_features,
+    "vgg16_imagenet": random_vgg16_features,
 }
 
 

@@ -14,6 +14,7 @@ patch loss). Korshunova et al. train a separate lighting network for their light
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -326,3 +327,48 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"expected (B, C, H, W) with H, W >= 2, got {tuple(x.shape)}")
     x = x.float()
     return (x[:, :, 1:] - x[:, :, :-1]).abs().mean() + (x[..., 1:] - x[..., :-1]).abs().mean()
+
+
+VGG16_MODEL = "vgg16_imagenet"
+LPIPS_MODEL = "lpips_vgg_v0.1"
+
+
+def load_lpips_vgg(store: ModelStore, device: str | torch.device = "cpu") -> nn.Module:
+    """LPIPS v0.1 with the VGG-16 backbone (Zhang et al. 2018, "The Unreasonable
+    Effectiveness of Deep Features as a Perceptual Metric"), from the ``lpips`` package, frozen
+    and in eval mode.
+
+    The package's linear calibration layers are registry entry ``lpips_vgg_v0.1`` (shipped in
+    the wheel, checksum-verified); the backbone is torchvision's ImageNet VGG-16 from
+    ``vgg16_imagenet`` in the models directory (the package would download it: here it is
+    built empty and loaded from the registry's file, ``features.<i>`` → ``net.slice<k>.<i>``).
+    ``forward(x, y)``: x, y (B, 3, H, W) float in [-1, 1] RGB → (B, 1, 1, 1) float distance
+    (0 for identical images). Raises ``infra.models.ModelError`` when a file is missing or
+    altered, ValueError when the backbone file lacks or misshapes a ``features`` conv key.
+    """
+    import lpips
+
+    with warnings.catch_warnings():  # torchvision's notes on lpips' `pretrained=False` call
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(
+            net="vgg",
+            pretrained=True,
+            pnet_rand=True,
+            model_path=str(store.path(LPIPS_MODEL)),
+            verbose=False,
+        )
+    state = torch.load(store.path(VGG16_MODEL), map_location="cpu", weights_only=True)
+    backbone = {}
+    for name, module in model.net.named_modules():  # slice<k>.<i>: torchvision features.<i>
+        if isinstance(module, nn.Conv2d):
+            index = name.split(".")[1]
+            for p in ("weight", "bias"):
+                key, want = f"features.{index}.{p}", getattr(module, p).shape
+                if key not in state or state[key].shape != want:
+                    got = tuple(state[key].shape) if key in state else "missing"
+                    raise ValueError(
+                        f"{store.path(VGG16_MODEL)}: {key} {got}, expected {tuple(want)}"
+                    )
+                backbone[f"{name}.{p}"] = state[key]
+    model.net.load_state_dict(backbone, strict=True)
+    return model.requires_grad_(False).eval().to(device)

@@ -386,6 +386,46 @@ REGISTRY: dict[str, ModelSpec] = {
             "offline: the loader logs the SHA-256 of the file it finds.",
         ),
         ModelSpec(
+            name="psp_ffhq_encode",
+            task="prior",
+            file="psp/psp_ffhq_encode.pt",
+            sha256=None,
+            url="https://drive.google.com/file/d/1bMTNWkh5LArlaWSc_wa8VKyq2V42T2z0/view"
+            "?usp=sharing",
+            licence="MIT (eladrich/pixel2style2pixel code); the weights were trained on FFHQ "
+            "(NVIDIA, images under CC BY-NC-SA 4.0) through NVIDIA's StyleGAN2 FFHQ generator, "
+            "which the file also holds (NVIDIA Source Code License-NC): non-commercial use only",
+            input=InputSpec(
+                shape=(None, 3, 256, 256), mean=127.5, std=127.5, crop="ffhq-align-256"
+            ),
+            notes="pSp 'StyleGAN Inversion' checkpoint (pSp README): {'state_dict': pSp "
+            "state dict, 'encoder.*' = GradualStyleEncoder(50, 'ir_se') (621 keys, 267,136,704 "
+            "parameters) and 'decoder.*' = rosinality StyleGAN2 1024-px generator, "
+            "'latent_avg': average w per W+ row, 'opts': dict}. Loaded strictly by "
+            "training.priors.psp.load_psp_ffhq_encoder (encoder and latent_avg): FFHQ-aligned "
+            "faces resized to 256 px, [-1, 1] RGB → codes (B, 18, 512), to which latent_avg "
+            "is added for W+. No digest could be pinned offline.",
+        ),
+        ModelSpec(
+            name="e4e_ffhq_encode",
+            task="prior",
+            file="psp/e4e_ffhq_encode.pt",
+            sha256=None,
+            url="https://drive.google.com/file/d/1cUv_reLE6k3604or78EranS7XzuVMWeO/view"
+            "?usp=sharing",
+            licence="MIT (omertov/encoder4editing code); the weights were trained on FFHQ "
+            "(NVIDIA, images under CC BY-NC-SA 4.0) through NVIDIA's StyleGAN2 FFHQ generator, "
+            "which the file also holds (NVIDIA Source Code License-NC): non-commercial use only",
+            input=InputSpec(
+                shape=(None, 3, 256, 256), mean=127.5, std=127.5, crop="ffhq-align-256"
+            ),
+            notes="e4e 'FFHQ Inversion' checkpoint (e4e README), in pSp's format: "
+            "'encoder.*' = Encoder4Editing(50, 'ir_se'), the same 621 keys as pSp's encoder, "
+            "with codes w + Δ_i. Loaded strictly by training.priors.psp."
+            "load_psp_ffhq_encoder(store, kind='e4e'); input and latent_avg as "
+            "psp_ffhq_encode. No digest could be pinned offline.",
+        ),
+        ModelSpec(
             name="dlib_resnet",
             task="recognition",
             file="models/dlib_face_recognition_resnet_model_v1.dat",

@@ -426,6 +426,24 @@ REGISTRY: dict[str, ModelSpec] = {
             "psp_ffhq_encode. No digest could be pinned offline.",
         ),
         ModelSpec(
+            name="ddpm_ema_celebahq_256",
+            task="prior",
+            file="ddpm/ddpm-ema-celebahq-256/diffusion_pytorch_model.bin",
+            sha256=None,
+            url="https://huggingface.co/google/ddpm-ema-celebahq-256/resolve/main/"
+            "diffusion_pytorch_model.bin",
+            licence="Apache-2.0 (google/ddpm-ema-celebahq-256 model card); trained on "
+            "CelebA-HQ, whose CelebA source is for non-commercial research",
+            input=InputSpec(shape=(None, 3, 256, 256), mean=127.5, std=127.5, crop="celebahq-256"),
+            notes="Ho et al. 2020's 256-px CelebA-HQ DDPM (EMA weights, 113.7 M parameters, "
+            "linear 1000-step schedule) in diffusers format. The folder is the model: it must "
+            "also hold config.json and scheduler_config.json from "
+            "https://huggingface.co/google/ddpm-ema-celebahq-256/tree/main. Loaded by "
+            "training.priors.ddpm.load_pretrained_unet(store.path(name).parent). A stand-in for "
+            "Facke's FFHQ 256-px prior (ilvr_adm ffhq_10m.pt, guided-diffusion format, not "
+            "converted here).",
+        ),
+        ModelSpec(
             name="dlib_resnet",
             task="recognition",
             file="models/dlib_face_recognition_resnet_model_v1.dat",

@@ -179,8 +179,8 @@ def _swap_pairs(
 
     Parameters
     ----------
-    model : generator, ``model(target (B, 3, S, S) in [-1, 1], z_id (B, D)) -> (swap, _)``;
-        one with ``takes_face_mask`` also gets the targets' face masks (:func:`face_masks`).
+    model : generator, ``model(target (B, 3, S, S) in [-1, 1], z_id (B, D), *extra) ->
+        (swap, _)``; ``extra`` in the order of its ``extra_inputs`` (:func:`extra_inputs`).
     faces : held-out faces (crops and embeddings of training's identity encoder; a released
         generator takes its own identity codes of the source crops instead).
     pairs : ``target`` and ``source`` face indices, one row per swap.
@@ -197,12 +197,12 @@ def _swap_pairs(
     t = torch.as_tensor(pairs["target"].to_numpy(copy=True))
     s = torch.as_tensor(pairs["source"].to_numpy(copy=True))
     z = _identity_codes(model, faces, images, s.unique(), batch_size)  # (F, D)
-    masks = face_masks(faces, size) if getattr(model, "takes_face_mask", False) else None
+    per_face = extra_inputs(model, faces, images, size)
     out = []
     for i in range(0, len(pairs), batch_size):
-        rows = t[i : i + batch_size]
-        extra = () if masks is None else (masks[rows],)
-        swap, _ = model(images[rows], z[s[i : i + batch_size]], *extra)
+        rows, src = t[i : i + batch_size], s[i : i + batch_size]
+        extra = [x[src] if role == "source" else x[rows] for role, x in per_face]
+        swap, _ = model(images[rows], z[src], *extra)
         out.append(unit_to_uint8(swap))
     return np.concatenate(out), z
 
@@ -218,6 +218,42 @@ def swap_identity_encoder(
         return model.identity_code
     build = functools.cache(lambda: identity_encoder_for_dataset(card, store).eval())
     return lambda x: build()(x)
+
+
+def extra_inputs(
+    model: nn.Module, faces: list[EvalFace], images: torch.Tensor, size: int
+) -> list[tuple[str, torch.Tensor]]:
+    """Per-face tensors of the generator's ``extra_inputs`` (as training's
+    :func:`training.train.extra_args`), each tagged with the pair member it is indexed by:
+    ``("source", images)`` for ``source``, ``("target", face masks (F, 1, S, S))`` for
+    ``face_mask``, ``("target", regions (F, 4, S, S))`` for ``regions`` and ``("source",
+    regions)`` for ``source_regions``. ValueError when faces lack the file an input needs."""
+    out = []
+    for name in getattr(model, "extra_inputs", ()):
+        if name == "source":
+            out.append(("source", images))
+        elif name == "face_mask":
+            out.append(("target", face_masks(faces, size)))
+        elif name in ("regions", "source_regions"):
+            role = "source" if name == "source_regions" else "target"
+            out.append((role, face_regions(faces, size)))
+        else:
+            raise ValueError(f"the generator takes {name!r}, which evaluation cannot provide")
+    return out
+
+
+def face_regions(faces: list[EvalFace], size: int) -> torch.Tensor:
+    """(F, 4, S, S) float32 RAFSwap region masks (lips, nose, brows, eyes) of the faces at the
+    generator size S, as training decodes them (:func:`training.data.region_masks`).
+    ValueError when a face has no ``regions.png``."""
+    from training.data import region_masks
+
+    if missing := [f.key for f in faces if f.regions is None]:
+        raise ValueError(
+            f"the generator reads RAFSwap region masks, but {len(missing)} prepared faces "
+            f"(e.g. {missing[0]}) have no regions.png: run prepare with a face parser"
+        )
+    return torch.from_numpy(np.stack([region_masks(f.regions, size) for f in faces]))
 
 
 def face_masks(faces: list[EvalFace], size: int) -> torch.Tensor:

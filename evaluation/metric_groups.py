@@ -317,8 +317,9 @@ def protocol_metrics(ctx: EvalContext) -> dict:
 
 @register_metric("timing")
 def timing_metrics(ctx: EvalContext) -> dict:
-    """Seconds per part of the stage (from ``ctx.durations``) and pairs/s: all scoring after
-    set-up, and swapping + scoring only."""
+    """Seconds per part of the stage (from ``ctx.durations``), pairs/s (all scoring after
+    set-up; swapping + scoring only) and ``seconds_per_swap``, the generator's own time per
+    pair (e.g. a whole ILVR sampling chain for ``ddpm_ilvr``)."""
     d = ctx.durations
     n = len(ctx.proto.pairs)
     swap_and_score = d["generate"] + d["swap"]
@@ -327,6 +328,7 @@ def timing_metrics(ctx: EvalContext) -> dict:
     return {
         "pairs_per_s": n / (swap_and_score + reconstruction_and_fid + blend),
         "swap_and_score_pairs_per_s": n / swap_and_score,
+        "seconds_per_swap": d["generate"] / n,
         "setup_s": d["setup"],
         "swap_and_score_s": swap_and_score,
         "reconstruction_and_fid_s": reconstruction_and_fid,

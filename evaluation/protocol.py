@@ -55,6 +55,8 @@ class EvalFace:
     label_map : (C, C) uint8 CelebAMask-HQ label map, or None when the shard has none.
     landmarks468 : (468, 3) float32 FaceMesh landmarks in crop pixels, or None when the
         shard has none.
+    regions : (C, C) uint8 RAFSwap region bits (``regions.png``: 1 lips, 2 nose, 4 brows,
+        8 eyes), or None when the shard has none.
     """
 
     key: str
@@ -64,10 +66,12 @@ class EvalFace:
     meta: dict
     label_map: np.ndarray | None
     landmarks468: np.ndarray | None = None
+    regions: np.ndarray | None = None
 
 
-#: Sample files a held-out face is read from (``mask.png`` and ``lmk468.npy`` are optional).
-EVAL_FILES = ("jpg", "id.npy", "json", "mask.png", "lmk468.npy")
+#: Sample files a held-out face is read from (``mask.png``, ``lmk468.npy`` and
+#: ``regions.png`` are optional).
+EVAL_FILES = ("jpg", "id.npy", "json", "mask.png", "lmk468.npy", "regions.png")
 
 
 def eval_face(raw: dict) -> EvalFace:
@@ -83,6 +87,7 @@ def eval_face(raw: dict) -> EvalFace:
         meta=s["json"],
         label_map=s["mask.png"],
         landmarks468=s["lmk468.npy"],
+        regions=s["regions.png"],
     )
 
 

@@ -59,15 +59,68 @@ def _random_vgg_features(arch: str, seed: int, last_index: int) -> dict[str, tor
     return {f"features.{k}": v for k, v in features.state_dict().items()}
 
 
-#: Registry name → builder of a random state dict in the published layout.
-#: StyleGAN2 (``stylegan2_ffhq_1024``) has no builder here: its 1024-px layout is ~30 M
-#: parameters (~120 MB), so its stand-ins are built at test size by
-#: :func:`training.priors.stylegan2.random_stylegan2` and written with
-#: ``write_stand_in(models_dir, name, state)``.
-BUILDERS: dict[str, Callable[[], dict[str, torch.Tensor]]] = {
+def random_stylegan2_ffhq(seed: int = 0) -> dict:
+    """``stylegan2_ffhq_1024``'s file layout (``{"g_ema": state, "latent_avg": (style_dim,)}``)
+    at the test size of the ``debug`` widths
+    (:data:`training.networks.style_prior.DEBUG_STYLEGAN2`; the published 1024-px generator is
+    ~30 M parameters), ``latent_avg`` the mapping network's mean over 4,096 draws."""
+    from training.networks.style_prior import DEBUG_STYLEGAN2
+    from training.priors.stylegan2 import load_stylegan2, random_stylegan2
+
+    state = random_stylegan2(DEBUG_STYLEGAN2, seed)
+    g = load_stylegan2(state, DEBUG_STYLEGAN2)
+    w_avg = g.mean_latent(4096, torch.Generator().manual_seed(seed))[0]
+    return {"g_ema": state, "latent_avg": w_avg}
+
+
+def random_psp_ffhq(seed: int = 0) -> dict:
+    """``psp_ffhq_encode``'s file layout (``{"state_dict": {"encoder.*", "decoder.*"},
+    "latent_avg": (n_styles, style_dim)}``) at the test size of the ``debug`` widths
+    (:data:`training.networks.style_prior.DEBUG_PSP` over the StyleGAN2 stand-in, whose mean
+    w is the ``latent_avg``)."""
+    from training.networks.style_prior import DEBUG_PSP
+    from training.priors.psp import random_psp_encoder
+
+    decoder = random_stylegan2_ffhq(seed)
+    enc = random_psp_encoder(DEBUG_PSP, seed)
+    state = {f"encoder.{k}": v for k, v in enc.items()}
+    state |= {f"decoder.{k}": v for k, v in decoder["g_ema"].items()}
+    return {
+        "state_dict": state,
+        "latent_avg": decoder["latent_avg"].expand(DEBUG_PSP.n_styles, -1).clone(),
+    }
+
+
+def random_ddpm_unet(seed: int = 0) -> dict[str, torch.Tensor]:
+    """The U-Net weights of ``ddpm_ema_celebahq_256``'s folder at the test size of the
+    ``debug`` width (:class:`training.priors.ddpm.DDPMConfig` defaults; diffusers' own
+    initialisation); :func:`write_ddpm_configs` writes the folder's two config files."""
+    from training.priors.ddpm import build_unet
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_unet().state_dict()
+
+
+def write_ddpm_configs(folder: Path) -> None:
+    """``config.json`` and ``scheduler_config.json`` of the test-size DDPM in ``folder``."""
+    from training.priors.ddpm import build_scheduler, build_unet
+
+    build_unet().save_config(folder)
+    build_scheduler().save_config(folder)
+
+
+#: Registry name → builder of a random state dict (or checkpoint object) in the published
+#: layout; large priors are built at the test size of the ``debug`` widths.
+BUILDERS: dict[str, Callable[[], dict]] = {
     "vgg19_imagenet": random_vgg19_features,
     "vgg16_imagenet": random_vgg16_features,
+    "stylegan2_ffhq_1024": random_stylegan2_ffhq,
+    "psp_ffhq_encode": random_psp_ffhq,
+    "ddpm_ema_celebahq_256": random_ddpm_unet,
 }
+#: Registry name → writer of the files a stand-in needs beside its weights (in their folder).
+COMPANIONS: dict[str, Callable[[Path], None]] = {"ddpm_ema_celebahq_256": write_ddpm_configs}
 
 
 def _listing(models_dir: Path) -> dict[str, str]:
@@ -86,6 +139,8 @@ def write_stand_in(
     path = models_dir / spec.file
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(BUILDERS[name]() if state is None else state, path)
+    if name in COMPANIONS:
+        COMPANIONS[name](path.parent)
     listing = _listing(models_dir) | {name: file_sha256(path)}
     (models_dir / STAND_INS_FILE).write_text(json.dumps(listing, indent=1, sort_keys=True) + "\n")
     return path

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from infra.paths import PathsConfig, ProjectPaths
+from training.swappers.ddpm_ilvr import DEBUG_DDPM_ILVR
+from training.swappers.idatt import DEBUG_IDATT
+from training.swappers.rafswap import DEBUG_RAFSWAP
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FSP_SHARED", ROOT.parent / "shared")).resolve()
@@ -143,7 +146,17 @@ TINY_SIMSWAP = {
 
 TINY_KORSHUNOVA = {"image_size": 32, "min_scale": 8, "channels": 4, "combiner_channels": 8}
 #: Registered priors that are not in ../shared/models: tests run on random stand-ins.
-STAND_INS = ["vgg19_imagenet"]
+STAND_INS = [
+    "vgg19_imagenet",
+    "vgg16_imagenet",
+    "stylegan2_ffhq_1024",
+    "psp_ffhq_encode",
+    "ddpm_ema_celebahq_256",
+]
+#: The prior-based swappers at 32 px on the test-size priors of their ``debug`` widths.
+TINY_RAFSWAP = {**DEBUG_RAFSWAP, "image_size": 32, "encoder_size": 32}
+TINY_IDATT = {**DEBUG_IDATT, "image_size": 32, "encoder_size": 32, "discriminator": TINY_D}
+TINY_DDPM_ILVR = {**DEBUG_DDPM_ILVR, "image_size": 32, "ilvr": {"n": 4, "steps": 5}}
 
 
 def models_with_stand_ins(folder: Path) -> Path:
@@ -187,6 +200,9 @@ def small_params(out_dir: Path, sources: list[dict], models_dir: Path = MODELS) 
                 "debug": TINY_KORSHUNOVA,
                 "style": {"n_best": 4, "max_style_images": 8},
             },
+            "rafswap": {"debug": TINY_RAFSWAP, "prior_faces": 8},
+            "idatt": {"debug": TINY_IDATT},
+            "ddpm_ilvr": {"debug": TINY_DDPM_ILVR},
         },
         "evaluate": {
             "num_sources": 3,

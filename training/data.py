@@ -34,7 +34,8 @@ def decode_sample(sample: dict, image_size: int, annotations: tuple[str, ...] = 
     Returns ``{"image": (3, S, S) float32 in [-1, 1] RGB, "embedding": (D,) float32,
     "identity": str ("" when unknown), "key": str}`` plus each requested annotation of
     :data:`training.swappers.base.ANNOTATIONS`: ``face_mask`` (1, S, S) float32 in {0, 1},
-    the FaceMesh face oval of ``lmk468.npy`` scaled from the primary crop to S; ``pose``
+    the FaceMesh face oval of ``lmk468.npy`` scaled from the primary crop to S; ``regions``
+    (4, S, S) float32 in {0, 1}, RAFSwap's lips/nose/brows/eyes of ``regions.png``; ``pose``
     (3,) float32 yaw, pitch, roll in degrees (the sample's ``json``). Raises
     ValueError/KeyError on a bad sample or a missing annotation (the pipeline skips and
     counts it).
@@ -64,15 +65,57 @@ def _annotation(name: str, sample: dict, meta: dict, crop: int, size: int) -> to
             raise KeyError(f"sample {sample.get('__key__', '')}: missing lmk468.npy")
         marks = decode_files(sample, ("lmk468.npy",))["lmk468.npy"] * (size / crop)
         return torch.from_numpy(face_oval_mask(marks, size))[None]
+    if name == "regions":
+        if "regions.png" not in sample:
+            raise KeyError(f"sample {sample.get('__key__', '')}: missing regions.png")
+        bits = decode_files(sample, ("regions.png",))["regions.png"]
+        return torch.from_numpy(region_masks(bits, size))
     if name == "pose":
         yaw, pitch, roll = (float(meta["pose"][k]) for k in ("yaw", "pitch", "roll"))
         return torch.from_numpy(np.array([yaw, pitch, roll], np.float32))
     raise ValueError(f"unknown annotation {name!r}")
 
 
-def stack_annotations(targets: list[dict], names: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """The ``names`` annotations of decoded target samples stacked over the batch."""
-    return {n: torch.stack([t[n] for t in targets]) for n in names}
+def region_masks(bits: np.ndarray, size: int) -> np.ndarray:
+    """RAFSwap's four region masks from a ``regions.png`` bit image.
+
+    bits : (C, C) uint8, bit k set where region k of
+        :data:`preprocessing.parsing.regions.REGION_NAMES` (lips, nose, brows, eyes) is.
+    Returns (4, size, size) float32 in {0, 1} (nearest-neighbour resize to ``size``).
+    """
+    if bits.shape[0] != size or bits.shape[1] != size:
+        bits = cv2.resize(bits, (size, size), interpolation=cv2.INTER_NEAREST)
+    return np.stack([(bits >> k) & 1 for k in range(4)]).astype(np.float32)
+
+
+#: Prefix of an annotation read from the pair's *source* sample (``source_regions``).
+SOURCE_PREFIX = "source_"
+
+
+def sample_annotations(names: tuple[str, ...], as_target: bool, as_source: bool) -> tuple[str, ...]:
+    """The annotations to decode for a sample used as a target and/or a source: the names
+    without :data:`SOURCE_PREFIX` for a target, those with it (prefix removed) for a source."""
+    out = [n for n in names if not n.startswith(SOURCE_PREFIX)] if as_target else []
+    if as_source:
+        out += [n[len(SOURCE_PREFIX) :] for n in names if n.startswith(SOURCE_PREFIX)]
+    return tuple(dict.fromkeys(out))
+
+
+def stack_annotations(
+    targets: list[dict], names: tuple[str, ...], sources: list[dict] | None = None
+) -> dict[str, torch.Tensor]:
+    """The ``names`` annotations stacked over the batch: a plain name from the decoded
+    target samples, a ``source_<name>`` one from the decoded source samples (``sources``,
+    one per target)."""
+    out = {}
+    for n in names:
+        if n.startswith(SOURCE_PREFIX):
+            if sources is None:
+                raise ValueError(f"annotation {n!r} needs the pairs' source samples")
+            out[n] = torch.stack([s[n[len(SOURCE_PREFIX) :]] for s in sources])
+        else:
+            out[n] = torch.stack([t[n] for t in targets])
+    return out
 
 
 @dataclass
@@ -87,8 +130,9 @@ class PairBatch:
     same_image : (B,) bool, source is the target image.
     same_identity : (B,) bool, source and target share a known identity (or image).
     kind : ``mixed``, ``intra`` or ``inter`` (SimSwap alternates intra-ID/inter-ID batches).
-    annotations : per-target annotations the swapper asked for, stacked over the batch
-        (``face_mask`` (B, 1, S, S), ``pose`` (B, 3); see :func:`decode_sample`).
+    annotations : per-pair annotations the swapper asked for, stacked over the batch
+        (``face_mask`` (B, 1, S, S), ``regions`` (B, 4, S, S), ``pose`` (B, 3) of the
+        targets, ``source_regions`` (B, 4, S, S) of the sources; see :func:`decode_sample`).
     """
 
     target: torch.Tensor

@@ -35,9 +35,14 @@ def deepspeed_config(section: EngineConfig, micro_batch: int) -> dict:
 
 
 def adam(module: nn.Module, cfg: AdamConfig) -> torch.optim.Adam:
-    """``torch.optim.Adam`` over ``module``'s parameters with the swapper's settings."""
+    """``torch.optim.Adam`` over ``module``'s trainable parameters (a frozen prior inside a
+    generator, e.g. StyleGAN2, is left out) with the swapper's settings."""
     return torch.optim.Adam(
-        module.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        [p for p in module.parameters() if p.requires_grad],
+        lr=cfg.lr,
+        betas=cfg.betas,
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
     )
 
 

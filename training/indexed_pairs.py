@@ -264,12 +264,12 @@ class IndexedPairs(Dataset):
         self.reader = ShardReader(index)
 
     def __getitem__(self, spec: PairSpec) -> dict:
-        from training.data import decode_sample, stack_annotations
+        from training.data import decode_sample, sample_annotations, stack_annotations
 
         decoded, bad = {}, 0
-        needs = set(spec.targets)
-        for i in sorted({*spec.targets, *spec.sources}):
-            names = self.annotations if i in needs else ()
+        targets, sources = set(spec.targets), set(spec.sources)
+        for i in sorted(targets | sources):
+            names = sample_annotations(self.annotations, i in targets, i in sources)
             try:
                 decoded[i] = decode_sample(self.reader[i], self.image_size, names)
             except (KeyError, ValueError, OSError):
@@ -301,7 +301,9 @@ class IndexedPairs(Dataset):
             "same_image": same_image,
             "same_identity": same_id,
             "kind": spec.kind,
-            "annotations": stack_annotations([decoded[t] for t in tgt], self.annotations),
+            "annotations": stack_annotations(
+                [decoded[t] for t in tgt], self.annotations, [decoded[s] for s in src]
+            ),
             "skipped": bad,
         }
 

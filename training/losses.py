@@ -145,3 +145,59 @@ def weighted_mse(swap: torch.Tensor, target: torch.Tensor, weight: torch.Tensor)
         raise ValueError(f"weight must be (B,), got {tuple(weight.shape)}")
     per_sample = (swap - target).pow(2).flatten(1).mean(1)
     return (per_sample * weight.to(per_sample.dtype)).mean()
+
+
+def w_norm_loss(codes: torch.Tensor) -> torch.Tensor:
+    """pSp's W-norm loss (Richardson et al. 2021, ``criteria/w_norm.py`` with
+    ``start_from_latent_avg``), which RAFSwap's release trains with and seed 000 §III.C added
+    against collapsing style vectors: the batch mean of ‖w − w̄‖₂ over all W+ rows and
+    dimensions. codes : (B, n_latent, style_dim) offsets w − w̄ from the average latent.
+    Returns a float32 scalar ≥ 0."""
+    return codes.float().flatten(1).norm(dim=1).mean()
+
+
+def mask_binary_loss(mask: torch.Tensor) -> torch.Tensor:
+    """Seed 000 §III.C's "binary loss centering the values around a mean of 0.5" (its formula
+    is not given; this is the project's): (mean(m) − 0.5)², m (B, 1, H, W) in [0, 1]. It
+    stops a mask collapsing to all 0 (the target) or all 1."""
+    return (mask.float().mean() - 0.5).pow(2)
+
+
+def mask_entropy_loss(mask: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Seed 000 §III.C's mask entropy loss: the mean binary entropy −m log m − (1 − m)
+    log(1 − m) of m (B, 1, H, W) in [0, 1] (natural log, ≤ log 2), pushing each pixel to 0 or
+    1."""
+    m = mask.float().clamp(eps, 1 - eps)
+    return -(m * m.log() + (1 - m) * (1 - m).log()).mean()
+
+
+def mask_prior_loss(mask: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """Seed 000 §III.C's mask loss "based on the average facial region of the dataset": the
+    mean squared difference between m (B, 1, H, W) and the average face mask ``prior``
+    (1, 1, H, W) in [0, 1] (the formula is the project's)."""
+    return (mask.float() - prior.float()).pow(2).mean()
+
+
+def logistic_d_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
+    """The discriminator side of the GAN loss of MAttFace eq. 13 (Goodfellow et al.):
+    −log D(x) − log(1 − D(x̃)) = softplus(−l_real) + softplus(l_fake) on logits, averaged over
+    patches and summed over scales."""
+    return sum(
+        F.softplus(-r.float()).mean() + F.softplus(f.float()).mean()
+        for r, f in zip(real, fake, strict=True)
+    )
+
+
+def logistic_g_loss(fake: list[torch.Tensor]) -> torch.Tensor:
+    """The generator side of MAttFace eq. 13, non-saturating (−log D(x̃) = softplus(−l)), as
+    GAN generators are trained in practice; summed over scales."""
+    return sum(F.softplus(-f.float()).mean() for f in fake)
+
+
+def pair_mse(swap: torch.Tensor, target: torch.Tensor, use: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the pairs where ``use`` (B,) bool is set (0 when none is):
+    the L2 reconstruction of same-identity pairs (RAFSwap release ``calc_loss``; MAttFace
+    eq. 14). swap, target (B, C, H, W) float."""
+    per_pair = (swap.float() - target.float()).pow(2).flatten(1).mean(1)
+    w = use.to(per_pair)
+    return (per_pair * w).sum() / w.sum().clamp(min=1.0)

@@ -18,15 +18,21 @@ from torch import nn
 
 from training.networks.aei_net import AEINet
 from training.networks.cvae import CVAEGenerator
+from training.networks.ddpm_ilvr import DDPMILVRNet
 from training.networks.discriminator import MultiscaleDiscriminator
+from training.networks.idatt import IDATTNet
 from training.networks.korshunova import KorshunovaNet
+from training.networks.rafswap import RAFSwapNet
 from training.networks.simswap import SimSwapGenerator
 from training.swappers.base import BuildContext, Objective, Swapper
 from training.swappers.cvae import CVAEConfig, CVAEObjective
 from training.swappers.cvae_gan import CVAEGANConfig, CVAEGANObjective
+from training.swappers.ddpm_ilvr import DDPMILVRObjective, DDPMILVRSwapperConfig
 from training.swappers.faceshifter import FaceShifterConfig, FaceShifterObjective
 from training.swappers.ghost import GhostConfig, GhostObjective
+from training.swappers.idatt import IDATTObjective, IDATTSwapperConfig
 from training.swappers.korshunova import KorshunovaConfig, KorshunovaObjective
+from training.swappers.rafswap import RAFSwapConfig, RAFSwapObjective
 from training.swappers.simswap import SimSwapConfig, SimSwapObjective
 
 if TYPE_CHECKING:
@@ -105,6 +111,50 @@ SWAPPERS: dict[str, Swapper] = {
             losses="VGG-19 content, patch style against the source identity's pose-nearest "
             "images, luminance consistency, total variation (seed 000 §II.A, §III.B)",
             priors=("vgg19_imagenet",),
+        ),
+        Swapper(
+            name="rafswap",
+            title="RAFSwap: weight-shared pSp encoder, Region-Aware Identity Tokenizer and "
+            "Projector over lips/nose/brows/eyes, global branch, W+ of a frozen StyleGAN2, face "
+            "mask predictor and soft-mask blending; no discriminator (seed 000 §II.B, eq. 1–4; "
+            "xc-csc101/RAFSwap)",
+            config=RAFSwapConfig,
+            generator=RAFSwapNet,
+            discriminator=None,
+            objective=RAFSwapObjective,
+            losses="identity, L2 on same-image pairs, LPIPS (VGG), W-norm, mask binary / "
+            "entropy / average-face-region losses (seed 000 §II.B, §III.C)",
+            priors=("stylegan2_ffhq_1024", "psp_ffhq_encode", "vgg16_imagenet"),
+        ),
+        Swapper(
+            name="idatt",
+            title="IDATT (MAttFace): attention identity transfer on the pSp maps F_c/F_m/F_f "
+            "(γ from 0), pSp style heads, frozen StyleGAN2, two-stage post-processing (target "
+            "encoder, mask blending, decoder) (seed 004 §3, eq. 4–11)",
+            config=IDATTSwapperConfig,
+            generator=IDATTNet,
+            discriminator=MultiscaleDiscriminator,
+            objective=IDATTObjective,
+            losses="GAN log loss (non-saturating G), L2 on same-face pairs, LPIPS (VGG), "
+            "identity, 3D-aware identity when Deep3DFaceRecon is present (eq. 12–17)",
+            priors=(
+                "stylegan2_ffhq_1024",
+                "psp_ffhq_encode",
+                "vgg16_imagenet",
+                "deep3dfacerecon_r50",
+            ),
+        ),
+        Swapper(
+            name="ddpm_ilvr",
+            title="DDPM-ILVR: a pretrained diffusers U-Net fine-tuned on the crops; swap by "
+            "ILVR sampling from the source with the target's low frequencies φ_N at every "
+            "step (Facke §2.3, seed 002)",
+            config=DDPMILVRSwapperConfig,
+            generator=DDPMILVRNet,
+            discriminator=None,
+            objective=DDPMILVRObjective,
+            losses="L_simple ε-prediction MSE (Ho et al. 2020 eq. 14); no identity loss",
+            priors=("ddpm_ema_celebahq_256",),
         ),
     )
 }

@@ -25,7 +25,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from infra.dataset_format import read_shard
 from training.config import DataConfig
-from training.data import decode_sample, stack_annotations
+from training.data import decode_sample, sample_annotations, stack_annotations
 from training.swappers.base import DataRecipeConfig
 
 
@@ -139,7 +139,7 @@ class PairSampler:
             "same_image": same_image,
             "same_identity": same_id,
             "kind": kind,
-            "annotations": stack_annotations(tgt, self.annotations),
+            "annotations": stack_annotations(tgt, self.annotations, src),
         }
         for t in sorted({t for t, _, _ in pairs}, reverse=True):
             self.buffer.pop(t)
@@ -176,6 +176,8 @@ class ShardPairStream(IterableDataset):
         self.shards, self.cfg, self.recipe, self.batch_size = list(shards), cfg, recipe, batch_size
         self.image_size, self.seed, self.rank, self.world = image_size, seed, rank, world
         self.annotations = tuple(annotations)
+        # a buffered sample may become a target or a source: decode what either needs
+        self.names = sample_annotations(self.annotations, True, True)
         self.epoch = 0
 
     def _samples(self, shards: list[str], rng: random.Random, skipped: list[int]) -> Iterator[dict]:
@@ -195,7 +197,7 @@ class ShardPairStream(IterableDataset):
                     streams[i] = open_shard()
                     continue
                 try:
-                    yield decode_sample(raw, self.image_size, self.annotations)
+                    yield decode_sample(raw, self.image_size, self.names)
                 except Exception as exn:
                     handler(exn)
 

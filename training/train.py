@@ -36,7 +36,14 @@ from infra.paths import ProjectPaths
 from infra.tracking import CsvSink, MlflowSink, Tracker
 from training import checkpoint
 from training.config import TrainConfig
-from training.data import EpochLoader, PairBatch, PairSource, decode_sample, stack_annotations
+from training.data import (
+    EpochLoader,
+    PairBatch,
+    PairSource,
+    decode_sample,
+    sample_annotations,
+    stack_annotations,
+)
 from training.ema import EMA, recompute_batch_norm
 from training.engine import build_engine, set_requires_grad
 from training.indexed_pairs import IdentityIndex, IndexedPairSource
@@ -117,10 +124,11 @@ class Run:
         recomputed for its averaged weights on the calibration faces, when EMA is on."""
         if self.ema is None:
             return self.g_engine.module
-        batches = [
-            (b.target, b.z_id, *mask_args(self.g_engine.module, b)) for b in self.calibration
-        ]
-        recompute_batch_norm(self.ema.shadow, batches)
+        if getattr(self.ema.shadow, "calibrate_batch_norm", True):
+            batches = [
+                (b.target, b.z_id, *extra_args(self.g_engine.module, b)) for b in self.calibration
+            ]
+            recompute_batch_norm(self.ema.shadow, batches)
         return self.ema.shadow
 
 
@@ -224,6 +232,8 @@ def build_run(cfg: TrainConfig, paths: ProjectPaths, card: DatasetCard, out_dir:
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     adam = cfg.section.optimizer
     g_net, d_net = build_generator(cfg, card.embedding.dim), build_discriminator(cfg)
+    if hasattr(g_net, "load_priors"):  # frozen pretrained parts (StyleGAN2, pSp, DDPM)
+        g_net.load_priors(ModelStore(paths.models_dir))
     g_engine = build_engine(g_net, cfg.generator, adam.generator, cfg.batch_size)
     d_engine = (
         None
@@ -421,21 +431,37 @@ def _sample_step(run: Run, tracker: Tracker, out_dir: Path, step: int) -> None:
 
 def check_annotations(cfg: TrainConfig, card: DatasetCard) -> None:
     """ValueError before any work when the swapper needs a sample file the dataset's
-    prepare run did not write (the FaceMesh landmarks of ``face_mask``)."""
+    prepare run did not write (the FaceMesh landmarks of ``face_mask``, the region masks of
+    ``regions``)."""
     files = card.annotations.get("files", {})
     if "face_mask" in cfg.section.annotations and files and not files.get("lmk468.npy"):
         raise ValueError(
             f"{cfg.model} restricts its output to a FaceMesh face mask, but the prepared "
             "samples have no lmk468.npy: run prepare with prepare.annotate.landmarks_468=true"
         )
+    regions = {"regions", "source_regions"} & set(cfg.section.annotations)
+    if regions and files and not files.get("regions.png"):
+        raise ValueError(
+            f"{cfg.model} reads RAFSwap's region masks, but the prepared samples have no "
+            "regions.png: run prepare with a face parser (prepare.annotate.mask_backend)"
+        )
 
 
-def mask_args(model: torch.nn.Module, pairs: PairBatch) -> tuple[torch.Tensor, ...]:
-    """``(face_mask,)`` for a generator that restricts its output to the face
-    (``takes_face_mask``) when the batch carries one, else ``()``."""
-    if getattr(model, "takes_face_mask", False) and "face_mask" in pairs.annotations:
-        return (pairs.annotations["face_mask"],)
-    return ()
+def extra_args(model: torch.nn.Module, pairs: PairBatch) -> tuple[torch.Tensor, ...]:
+    """The generator's inputs after ``(target, z_id)``, in the order of its
+    ``extra_inputs`` (none by default): ``source`` the source images (B, 3, S, S) (RAFSwap,
+    IDATT, DDPM-ILVR), or an annotation of the batch by name (``face_mask``, ``regions``,
+    ``source_regions``; :data:`training.swappers.base.ANNOTATIONS`). KeyError naming the
+    input when the batch lacks it."""
+    out = []
+    for name in getattr(model, "extra_inputs", ()):
+        if name == "source":
+            out.append(pairs.source)
+        elif name in pairs.annotations:
+            out.append(pairs.annotations[name])
+        else:
+            raise KeyError(f"the generator takes {name!r}, which the pair batch does not carry")
+    return tuple(out)
 
 
 def first_pairs(
@@ -451,14 +477,14 @@ def first_pairs(
         for raw in read_shard(url):
             if len(samples) == n:
                 break
-            samples.append(decode_sample(raw, size, annotations))
+            samples.append(decode_sample(raw, size, sample_annotations(annotations, True, True)))
     if not samples:
         return None
     images = torch.stack([s["image"] for s in samples])
     emb = torch.stack([s["embedding"] for s in samples])
     src = torch.roll(torch.arange(len(samples)), 1)
     same = torch.zeros(len(samples), dtype=torch.bool)
-    notes = stack_annotations(samples, annotations)
+    notes = stack_annotations(samples, annotations, [samples[i] for i in src.tolist()])
     return PairBatch(images, images[src], emb[src], same, same, "inter", notes)
 
 
@@ -481,6 +507,7 @@ def sample_grid(model: torch.nn.Module, pairs: PairBatch, path: Path) -> Path:
     was_training = model.training
     model.eval()
     dtype = next(model.parameters()).dtype
-    swap, _ = model(pairs.target.to(dtype), pairs.z_id.to(dtype), *mask_args(model, pairs))
+    extra = (x.to(dtype) for x in extra_args(model, pairs))
+    swap, _ = model(pairs.target.to(dtype), pairs.z_id.to(dtype), *extra)
     model.train(was_training)
     return save_grid([pairs.source, pairs.target, swap], path)

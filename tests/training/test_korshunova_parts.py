@@ -88,7 +88,7 @@ def test_network_output_shape_range_and_branch_count(size, min_scale):
     net = KorshunovaNet(cfg, id_dim=5)
     assert len(net.branches) == int(math.log2(size / min_scale)) + 1 == len(cfg.scales)
     assert cfg.scales[0] == min_scale and cfg.scales[-1] == size
-    assert KorshunovaNet.takes_face_mask is True and net.id_dim == 5 and net.cfg is cfg
+    assert KorshunovaNet.extra_inputs == ("face_mask",) and net.id_dim == 5 and net.cfg is cfg
     target = _images(2, size, 1)
     out, extra = net(target * 3, torch.randn(2, 5))  # out of range input: tanh still bounds it
     assert extra is None and out.shape == (2, 3, size, size) and out.dtype == torch.float32

@@ -40,9 +40,13 @@ def test_two_step_training_smoke(prepared, tmp_path, model):
 
     assert summary["steps"] == 2
     adversarial = SWAPPERS[model].discriminator is not None
-    for k in ("Loss/G/total", "Loss/G/id", *(["Loss/D/total"] if adversarial else [])):
+    identity = model != "ddpm_ilvr"  # the DDPM's fine-tuning has only L_simple
+    for k in ("Loss/G/total", *(["Loss/G/id"] if identity else ["Loss/G/eps"])):
         assert math.isfinite(summary[k]), k
-    assert 0.0 <= summary["Loss/G/id"] <= 2.0
+    if adversarial:
+        assert math.isfinite(summary["Loss/D/total"])
+    if identity:
+        assert 0.0 <= summary["Loss/G/id"] <= 2.0
     if not adversarial:  # Gmain only: no discriminator statistics, no discriminator checkpoint
         assert not any(k.startswith(("Loss/D", "Scores/D")) for k in summary)
         assert not (out_dir / "checkpoints" / "discriminator").exists()
@@ -55,6 +59,11 @@ def test_two_step_training_smoke(prepared, tmp_path, model):
     if model == "korshunova":
         for k in ("content", "style", "light", "tv"):
             assert summary[f"Loss/G/{k}"] > 0, k
+    if model == "rafswap":  # the collapse monitors of seed 000 Fig. 9
+        assert summary["Styles/std"] > 0 and 0 < summary["Mask/mean"] < 1
+        assert summary["Loss/G/lpips"] > 0 and summary["Loss/G/w_norm"] > 0
+    if model == "idatt":
+        assert summary["Loss/G/lpips"] > 0 and summary["Loss/G/3d"] == 0  # no Deep3D weights
     assert pd.read_csv(out_dir / "losses.csv")["step"].tolist() == [1, 2]
     assert (out_dir / "checkpoints" / "latest").read_text() == "step00000002"
     assert (out_dir / "samples" / "step_000002.png").is_file()
@@ -65,9 +74,17 @@ def test_two_step_training_smoke(prepared, tmp_path, model):
         counts = {k: n for k, n in card.splits["train"].identities.items() if k}  # labelled
         assert meta["source_identity"] == min(counts, key=lambda k: (-counts[k], k))
     size = cfg.arch.image_size
+    extra = {
+        "source": torch.rand(1, 3, size, size) * 2 - 1,
+        "face_mask": torch.ones(1, 1, size, size),
+        "regions": (torch.rand(1, 4, size, size) > 0.8).float(),
+        "source_regions": (torch.rand(1, 4, size, size) > 0.8).float(),
+    }
     with torch.no_grad():
         y, _ = gen(
-            torch.zeros(1, 3, size, size), torch.nn.functional.normalize(torch.randn(1, 128), dim=1)
+            torch.zeros(1, 3, size, size),
+            torch.nn.functional.normalize(torch.randn(1, 128), dim=1),
+            *(extra[n] for n in getattr(gen, "extra_inputs", ())),
         )
     assert y.shape == (1, 3, size, size) and torch.isfinite(y).all()
 
@@ -147,7 +164,9 @@ def test_two_process_gloo_training(prepared, tmp_path, model, zero):
 
 @pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.parametrize("model", ["simswap", "cvae", "cvae_gan", "korshunova"])
+@pytest.mark.parametrize(
+    "model", ["simswap", "cvae", "cvae_gan", "korshunova", "rafswap", "idatt", "ddpm_ilvr"]
+)
 def test_killed_training_resumes_to_the_same_state(prepared, tmp_path, model):
     _, _, _, prep_dir, params = prepared
     over = {
@@ -199,7 +218,9 @@ def test_killed_training_resumes_to_the_same_state(prepared, tmp_path, model):
     curve_a = pd.read_csv(full / "train" / "losses.csv")
     curve_b = pd.read_csv(resumed / "train" / "losses.csv")
     assert curve_b["step"].tolist() == list(range(1, 41))  # no gap, no repeat
-    pd.testing.assert_series_equal(curve_a["Loss/G/id"], curve_b["Loss/G/id"], atol=1e-5)
+    for col in ("Loss/G/total", "Loss/G/id"):
+        if col in curve_a:  # the DDPM's fine-tuning has no identity loss
+            pd.testing.assert_series_equal(curve_a[col], curve_b[col], atol=1e-5)
 
 
 @pytest.mark.slow

@@ -102,7 +102,7 @@ class KorshunovaNet(nn.Module):
     ValueError (one line, expected vs got shapes) on other shapes.
     """
 
-    takes_face_mask = True
+    extra_inputs = ("face_mask",)
 
     def __init__(self, cfg: KorshunovaNetConfig, id_dim: int):
         super().__init__()

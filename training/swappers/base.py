@@ -35,8 +35,10 @@ if TYPE_CHECKING:
 
 #: Per-target annotations a swapper can ask the loader for (:attr:`SwapperConfig.annotations`):
 #: ``face_mask`` (1, S, S) float32 FaceMesh face oval from ``lmk468.npy``; ``pose`` (3,)
-#: float32 yaw, pitch, roll in degrees from the sample's ``json``.
-ANNOTATIONS = ("face_mask", "pose")
+#: float32 yaw, pitch, roll in degrees from the sample's ``json``; ``regions`` (4, S, S)
+#: float32 RAFSwap region masks (lips, nose, brows, eyes) from ``regions.png``;
+#: ``source_regions`` the same of the pair's source sample.
+ANNOTATIONS = ("face_mask", "pose", "regions", "source_regions")
 
 
 class DataRecipeConfig(StrictConfig):

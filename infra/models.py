@@ -444,23 +444,6 @@ REGISTRY: dict[str, ModelSpec] = {
             "converted here).",
         ),
         ModelSpec(
-            name="deep3dfacerecon_r50",
-            task="prior",
-            file="deep3d/epoch_20.pth",
-            sha256=None,
-            url="https://drive.google.com/drive/folders/1liaIxn9smpudjjqMaWWRpP0mXRW_qRPP",
-            licence="MIT (sicxu/Deep3DFaceRecon_pytorch code and its released model); the "
-            "Basel Face Model it regresses coefficients of has its own non-commercial licence "
-            "(not needed for the coefficients)",
-            input=InputSpec(shape=(None, 3, 224, 224), mean=0.0, std=255.0, crop="deep3d-224"),
-            notes="Deep3DFaceRecon_pytorch's face_recon_feat0.2_augment checkpoint "
-            "(checkpoints/<name>/epoch_20.pth, README 'Inference with a pre-trained model'): "
-            "{'net_recon': ResNet-50 (torchvision keys under backbone., no fc) + final_layers "
-            "0-6 (1x1 convs 2048 -> 80/64/80/3/27/2/1)}. MAttFace's 3D-aware loss (seed 004 eq. "
-            "17) uses the 80 identity coefficients; loaded by training.priors.deep3d. Optional: "
-            "without it the idatt swapper skips that term. No digest could be pinned offline.",
-        ),
-        ModelSpec(
             name="dlib_resnet",
             task="recognition",
             file="models/dlib_face_recognition_resnet_model_v1.dat",

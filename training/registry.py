@@ -137,12 +137,8 @@ SWAPPERS: dict[str, Swapper] = {
             objective=IDATTObjective,
             losses="GAN log loss (non-saturating G), L2 on same-face pairs, LPIPS (VGG), "
             "identity, 3D-aware identity when Deep3DFaceRecon is present (eq. 12–17)",
-            priors=(
-                "stylegan2_ffhq_1024",
-                "psp_ffhq_encode",
-                "vgg16_imagenet",
-                "deep3dfacerecon_r50",
-            ),
+            priors=("stylegan2_ffhq_1024", "psp_ffhq_encode", "vgg16_imagenet"),
+            optional_priors=("deep3dfacerecon_resnet50",),
         ),
         Swapper(
             name="ddpm_ilvr",
@@ -245,7 +241,13 @@ def model_table_markdown() -> str:
         recipe = ", ".join(f"{k} {v}" for k, v in section.data.model_dump().items())
         g = section.optimizer.generator
         opt = f"lr {g.lr:g}, β ({g.betas[0]:g}, {g.betas[1]:g}), wd {g.weight_decay:g}"
-        priors = ", ".join(f"`{p}` ([{REGISTRY[p].file}]({REGISTRY[p].url}))" for p in r.priors)
+        priors = ", ".join(
+            [f"`{p}` ([{REGISTRY[p].file}]({REGISTRY[p].url}))" for p in r.priors]
+            + [
+                f"optional: `{p}` ([{REGISTRY[p].file}]({REGISTRY[p].url}))"
+                for p in r.optional_priors
+            ]
+        )
         lines.append(
             f"| `{r.name}` | {r.title} | {r.losses} | {weights} | {recipe} | {opt} "
             f"| {priors or 'none'} |"

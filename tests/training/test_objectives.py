@@ -14,7 +14,11 @@ from training.perceptual import PatchStyleBank, vgg19_features_from_state
 from training.registry import SWAPPERS, build_discriminator, build_generator
 from training.swappers.base import Objective
 from training.swappers.ghost import GhostObjective
+from training.swappers.idatt import IDATTObjective
 from training.swappers.korshunova import KorshunovaObjective
+from training.swappers.rafswap import RAFSwapObjective
+
+from ..conftest import TINY_DDPM_ILVR, TINY_IDATT, TINY_RAFSWAP
 
 ID_DIM = 8
 TINY_D = {"base_channels": 4, "max_channels": 8, "num_layers": 2, "num_scales": 2}
@@ -39,7 +43,17 @@ TINY = {
     "cvae": TINY_SIMSWAP,
     "cvae_gan": {**TINY_SIMSWAP, "discriminator": TINY_D},
     "korshunova": {"image_size": 32, "min_scale": 8, "channels": 4, "combiner_channels": 8},
+    "rafswap": TINY_RAFSWAP,
+    "idatt": {**TINY_IDATT, "discriminator": TINY_D},
+    "ddpm_ilvr": TINY_DDPM_ILVR,
 }
+
+
+class TinyLPIPS(nn.Module):
+    """A stand-in perceptual distance: (x, y) (B, 3, S, S) → (B, 1, 1, 1) mean |x − y|."""
+
+    def forward(self, x, y):
+        return (x - y).abs().mean((1, 2, 3), keepdim=True)
 
 
 class TinyIdentity(nn.Module):
@@ -91,6 +105,13 @@ def _objective(name: str, cfg: TrainConfig) -> Objective:
         return GhostObjective(TinyIdentity(), TinyEyes(), s.weights, s.heatmap_size, 1.5)
     if row.objective is KorshunovaObjective:
         return korshunova_objective(cfg.section, cfg.arch.image_size)
+    if row.objective is RAFSwapObjective:
+        size = cfg.arch.image_size
+        prior = torch.zeros(1, 1, size, size)
+        prior[..., size // 4 : -size // 4, size // 4 : -size // 4] = 1
+        return RAFSwapObjective(TinyIdentity(), cfg.section.weights, TinyLPIPS(), prior)
+    if row.objective is IDATTObjective:
+        return IDATTObjective(TinyIdentity(), cfg.section.weights, TinyLPIPS(), None)
     return row.objective(TinyIdentity(), cfg.section.weights)
 
 
@@ -103,7 +124,13 @@ def _batch(size: int) -> PairBatch:
     same_image = torch.tensor([True, False])
     mask = torch.zeros(2, 1, size, size)
     mask[..., size // 4 : -size // 4, size // 4 : -size // 4] = 1
-    notes = {"face_mask": mask, "pose": torch.tensor([[5.0, -3, 1], [-20, 4, 0]])}
+    regions = (torch.rand(2, 4, size, size, generator=g) > 0.7).float()
+    notes = {
+        "face_mask": mask,
+        "pose": torch.tensor([[5.0, -3, 1], [-20, 4, 0]]),
+        "regions": regions,
+        "source_regions": regions.flip(0),
+    }
     return PairBatch(target, target.flip(0), z, same_image, same_image.clone(), "mixed", notes)
 
 
@@ -131,7 +158,7 @@ def test_objective_phases_on_two_samples(name):
         p.requires_grad_(True)
     d = objective.discriminator_loss(Engine(D), b, swap)
     assert {"Loss/D/total", "Scores/D/real", "Scores/D/fake"} <= set(d.stats)
-    assert torch.isfinite(d.loss) and d.loss.item() >= 0  # hinge loss
+    assert torch.isfinite(d.loss) and d.loss.item() >= 0  # hinge and logistic losses
     reg = objective.d_regularization_loss(Engine(D), b, swap, interval=4)
     if name in ("simswap", "cvae_gan"):
         assert set(reg.stats) == {"Loss/D/gp"} and torch.isfinite(reg.loss)

@@ -45,8 +45,15 @@ def test_export_and_load_round_trip(tmp_path, name):
     loaded, meta = load_generator(path)
     assert meta == {"step": 3} and type(loaded) is type(gen) and loaded.cfg == gen.cfg
     x, z = torch.rand(2, 3, 32, 32) * 2 - 1, torch.nn.functional.normalize(torch.randn(2, 8))
+    extra = {
+        "source": x.flip(0),
+        "face_mask": torch.ones(2, 1, 32, 32),
+        "regions": (torch.rand(2, 4, 32, 32) > 0.7).float(),
+        "source_regions": (torch.rand(2, 4, 32, 32) > 0.7).float(),
+    }
+    args = (x, z, *(extra[n] for n in getattr(gen, "extra_inputs", ())))
     with torch.no_grad():
-        assert torch.equal(loaded(x, z)[0], gen(x, z)[0])
+        assert torch.equal(loaded(*args)[0], gen(*args)[0])
 
 
 def test_loads_a_generator_exported_before_the_registry(tmp_path):

@@ -273,6 +273,8 @@ class Swapper:
     losses : one line on the objective for the README's model table.
     priors : registry names (:data:`infra.models.REGISTRY`) of the pretrained networks the
         swapper loads besides the dataset's identity encoder (e.g. a VGG-19 loss network).
+    optional_priors : registry names used when present and skipped (with a logged notice)
+        otherwise (e.g. IDATT's Deep3DFaceRecon for its 3D-aware loss).
     """
 
     name: str
@@ -283,3 +285,4 @@ class Swapper:
     objective: type[Objective]
     losses: str
     priors: tuple[str, ...] = ()
+    optional_priors: tuple[str, ...] = ()

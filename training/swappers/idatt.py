@@ -11,8 +11,10 @@ L_all = λ_adv L_adv + λ_rec L_rec + λ_p L_p + λ_id L_id + λ_3d L_3d (eq. 12
 * L_id — eq. 16, 1 − cos of the identity encoder's embeddings of swap and source (the seed's
   R is ArcFace; here the dataset's training encoder);
 * L_3d — eq. 17, 1 − cos of the Deep3DFaceRecon identity coefficients α ∈ R^80 of swap and
-  source, when the registered weights (``deep3dfacerecon_r50``) are in the models directory;
-  otherwise the term is skipped and a notice is logged once at start.
+  source, when the registered weights (``deep3dfacerecon_resnet50``, the R-Net evaluation's
+  paper metrics load: :class:`evaluation.paper_models.ReconNet`) are in the models directory;
+  otherwise the term is skipped and a notice is logged once at start. The R-Net reads the
+  crop resized to 224 px (not its own five-point alignment; as evaluation does).
 
 "The proportion of source and target faces being the same for all training face pairs is
 0.5" (§4.1): ``data.same_ratio`` 0.5 with same-image pairs. Adam β (0.9, 0.999), lr 1e-4
@@ -35,7 +37,6 @@ from training.networks.discriminator import DiscriminatorConfig, logits
 from training.networks.idatt import IDATTConfig
 from training.networks.style_prior import DEBUG_PSP, DEBUG_STYLEGAN2
 from training.perceptual import load_lpips_vgg
-from training.priors.deep3d import DEEP3D, load_deep3d_recon
 from training.swappers.base import (
     ArchConfig,
     BuildContext,
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
     from training.data import PairBatch
 
 log = logging.getLogger(__name__)
+
+#: Registry name of the Deep3DFaceRecon R-Net (eq. 17's D).
+DEEP3D = "deep3dfacerecon_resnet50"
 
 
 class IDATTArchConfig(ArchConfig, IDATTConfig):
@@ -129,10 +133,12 @@ class IDATTObjective(Objective):
 
     @classmethod
     def build(cls, section: IDATTSwapperConfig, ctx: BuildContext) -> IDATTObjective:
+        from evaluation.paper_models import load_recon
+
         recon = None
         if section.weights.three_d > 0:
             if ctx.store.available(DEEP3D):
-                recon = load_deep3d_recon(ctx.store)
+                recon = load_recon(ctx.store.path(DEEP3D)).requires_grad_(False).eval()
             else:
                 log.warning(
                     "3D-aware loss (eq. 17) skipped: %s is not in the models directory (%s)",
@@ -141,14 +147,22 @@ class IDATTObjective(Objective):
                 )
         return cls(ctx.id_encoder, section.weights, load_lpips_vgg(ctx.store), recon)
 
+    def identity_coefficients(self, x: torch.Tensor) -> torch.Tensor:
+        """α ∈ R^80 of Deep3DFaceRecon (seed 004 eq. 17): faces (B, 3, S, S) in [-1, 1] →
+        (B, 80), the R-Net reading RGB in [0, 1] at 224 px."""
+        from evaluation.paper_models import RECON_COEFFS
+
+        side = self.recon.input_size
+        x = F.interpolate((x + 1) / 2, size=(side, side), mode="bilinear", align_corners=False)
+        return self.recon(x)[:, RECON_COEFFS["id"]]
+
     def three_d_loss(self, swap: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        """Eq. 17: 1 − cos(α(swap), α(source)), α the Deep3DFaceRecon identity coefficients
-        of faces (B, 3, S, S) in [-1, 1] read at 224 px; 0 without the network."""
+        """Eq. 17: 1 − cos(α(swap), α(source)), batch mean; 0 without the R-Net."""
         if self.recon is None:
             return swap.new_zeros(())
-        a = self.recon.identity((swap + 1) / 2)
         with torch.no_grad():
-            b = self.recon.identity((source + 1) / 2)
+            b = self.identity_coefficients(source)
+        a = self.identity_coefficients(swap)
         return (1 - F.cosine_similarity(a, b, dim=1)).mean()
 
     def generator_loss(self, g_engine, d_module, b: PairBatch) -> tuple[PhaseResult, torch.Tensor]:

@@ -133,13 +133,20 @@ def average_face_region(ctx: BuildContext, n: int) -> torch.Tensor:
 class RAFSwapObjective(Objective):
     """Gmain of RAFSwap (no discriminator): the module docstring's terms."""
 
-    G_STATS: ClassVar[tuple[str, ...]] = (
+    LOSSES: ClassVar[tuple[str, ...]] = (
         "Loss/G/total",
         "Loss/G/id",
         "Loss/G/l2",
         "Loss/G/lpips",
         "Loss/G/w_norm",
         "Loss/G/mask",
+    )
+    G_STATS: ClassVar[tuple[str, ...]] = (
+        *LOSSES,
+        "Styles/mean",
+        "Styles/std",
+        "Styles/prior_std",
+        "Mask/mean",
     )
 
     def __init__(self, id_encoder: nn.Module, weights, lpips: nn.Module, prior: torch.Tensor):
@@ -167,7 +174,7 @@ class RAFSwapObjective(Objective):
         masks = w.mask_binary * m_bin + w.mask_entropy * m_ent + w.mask_prior * m_pri
         total = w.id * idl + w.l2 * l2 + w.lpips * lp + w.w_norm * wn + masks
         styles = x["styles"].detach().float()
-        stats = dict(zip(self.G_STATS, (total, idl, l2, lp, wn, masks), strict=True))
+        stats = dict(zip(self.LOSSES, (total, idl, l2, lp, wn, masks), strict=True))
         stats |= {
             "Styles/mean": styles.mean(),
             "Styles/std": styles.std(),

@@ -39,7 +39,7 @@ What is computed here (cross-identity pairs only, as the papers' swaps)
 
 Project choices where the sources are silent: references (targets, sources, gallery) are the
 aligned crops resized to the generator resolution, so real and generated faces carry the same
-resampling; every network reads the ArcFace-aligned crop (see :mod:`evaluation.paper_models`
+resampling; every network reads the ArcFace-aligned crop (see :mod:`infra.paper_models`
 for how each input is cut from it); metrics whose weights are absent are reported as not
 computed with the reason (file, URL), as FID is.
 """
@@ -56,9 +56,9 @@ import pandas as pd
 from torch import nn
 
 from evaluation.metrics import cosine_rows, top1_retrieval
-from evaluation.paper_models import load_cosface, load_hopenet, load_recon
 from evaluation.protocol import EvalFace, Protocol, resize
 from infra.models import ModelChecksumError, ModelError, ModelStore
+from infra.paper_models import load_cosface, load_hopenet, load_recon
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class PaperModel:
     metric : key of its sub-dict in the group's result (``identity``, ``pose``,
         ``expression``).
     name : registry name (:data:`infra.models.REGISTRY`).
-    load : ``path -> nn.Module`` (:mod:`evaluation.paper_models` loaders).
+    load : ``path -> nn.Module`` (:mod:`infra.paper_models` loaders).
     values : the metric names it fills (None while not computed).
     """
 
@@ -110,7 +110,7 @@ def load_or_reason(store: ModelStore, model: PaperModel) -> tuple[nn.Module | No
     Raises
     ------
     RuntimeError, TypeError : the file is present but not in the published layout
-        (:func:`evaluation.paper_models.load_published`); a wrong file is an error, not a
+        (:func:`infra.paper_models.load_published`); a wrong file is an error, not a
         silently skipped metric.
     """
     spec = store.spec(model.name)
@@ -151,7 +151,7 @@ def identity_scores(
 
     Parameters
     ----------
-    net : :class:`~evaluation.paper_models.Sphere20` (``embed``: (N, S, S, 3) uint8 →
+    net : :class:`~infra.paper_models.Sphere20` (``embed``: (N, S, S, 3) uint8 →
         (N, D) unit rows).
     refs : (F, S, S, 3) uint8 every held-out face at the generator resolution.
     swaps : (C, S, S, 3) uint8, one per row of ``pairs``.

@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
@@ -34,6 +33,7 @@ from evaluation.attributes import (
 from evaluation.metrics import cosine_rows, top1_retrieval
 from evaluation.recognizers import Recognizer
 from infra.dataset_format import DatasetCard, decode_files, read_shard
+from infra.geometry import resize_crops as resize
 from infra.geometry import transform_points
 
 #: Side the recogniser and attribute models see every face at (the prepared crop size is
@@ -185,15 +185,6 @@ def choose(
         for t, s in zip(pairs.target, pairs.source, strict=True)
     ]
     return Protocol(sources, targets, pairs)
-
-
-def resize(images: np.ndarray, size: int) -> np.ndarray:
-    """(N, H, W, 3) uint8 → (N, size, size, 3) uint8 (area down, bilinear up; the input
-    itself when already ``size``)."""
-    if images.shape[1] == size:
-        return images
-    interp = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(im, (size, size), interpolation=interp) for im in images])
 
 
 def face_box(meta: dict, size: int) -> np.ndarray:

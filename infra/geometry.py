@@ -47,3 +47,12 @@ def unit_to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) float in [-1, 1] (clamped) → (B, H, W, 3) uint8 RGB numpy array."""
     x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def resize_crops(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W, 3) uint8 square crops → (N, size, size, 3) uint8 (area down, bilinear up; the
+    input itself when already ``size``)."""
+    if images.shape[1] == size:
+        return images
+    interp = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(im, (size, size), interpolation=interp) for im in images])

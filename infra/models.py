@@ -279,7 +279,7 @@ REGISTRY: dict[str, ModelSpec] = {
             ),
             notes="CosFace sphere20 (`net.py: sphere`), 512-d, LFW ~99.2 %; the `ACC99.28.pth` "
             "state_dict the face-swap evaluations load. Evaluation's `paper` group only "
-            "(evaluation.paper_models); not an ONNX recogniser. No digest could be pinned offline.",
+            "(infra.paper_models); not an ONNX recogniser. No digest could be pinned offline.",
         ),
         ModelSpec(
             name="hopenet_robust_alpha1",

@@ -24,6 +24,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs
 
 from infra.models import ModelStore
+from training.priors.layout import layout_problems
 
 VGG19_MODEL = "vgg19_imagenet"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -90,15 +91,10 @@ def _check_vgg19_state(state: dict, last: int) -> None:
     """ValueError unless every key is a torchvision vgg19 key of the right shape and every
     ``features.*`` key up to index ``last`` is present."""
     with torch.device("meta"):
-        ref = torchvision.models.vgg19(weights=None).state_dict()
-    unexpected = [k for k in state if k not in ref]
-    wrong = [
-        f"{k} {tuple(v.shape)} (expected {tuple(ref[k].shape)})"
-        for k, v in state.items()
-        if k in ref and (not torch.is_tensor(v) or v.shape != ref[k].shape)
-    ]
-    needed = [k for k in ref if k.startswith("features.") and int(k.split(".")[1]) <= last]
-    missing = [k for k in needed if k not in state]
+        vgg = torchvision.models.vgg19(weights=None)
+    ref = {k: tuple(v.shape) for k, v in vgg.state_dict().items()}
+    missing, unexpected, wrong = layout_problems(state, ref)
+    missing = [k for k in missing if k.startswith("features.") and int(k.split(".")[1]) <= last]
     if unexpected or wrong or missing:
         raise ValueError(
             f"not a torchvision vgg19 state dict: missing {missing}, unexpected {unexpected}, "

@@ -21,7 +21,9 @@ import yaml
 from evaluation import metric_groups as mg
 from evaluation.config import EvaluateConfig
 from evaluation.paper_metrics import PAPER_MODELS
-from evaluation.paper_models import (
+from evaluation.protocol import EvalFace, choose
+from infra.models import REGISTRY, ModelStore
+from infra.paper_models import (
     Hopenet,
     ReconNet,
     Sphere20,
@@ -29,8 +31,6 @@ from evaluation.paper_models import (
     load_hopenet,
     load_recon,
 )
-from evaluation.protocol import EvalFace, choose
-from infra.models import REGISTRY, ModelStore
 
 # ---- the published layouts, from the reference code ------------------------------------
 

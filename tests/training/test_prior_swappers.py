@@ -180,7 +180,7 @@ def test_ddpm_prior_of_another_architecture_is_refused(store):
 def test_three_d_loss_compares_identity_coefficients():
     """Eq. 17 through Deep3DFaceRecon's R-Net (random weights in its layout): zero for the
     source itself, positive otherwise, and a gradient to the swap only."""
-    from evaluation.paper_models import ReconNet
+    from infra.paper_models import ReconNet
 
     torch.manual_seed(0)
     recon = ReconNet().eval().requires_grad_(False)

@@ -32,6 +32,7 @@ from training.priors.ddpm import (
     ilvr_sample,
     load_pretrained_unet,
 )
+from training.priors.layout import layout_problems
 
 
 class ILVRConfig(StrictConfig):
@@ -96,15 +97,15 @@ class DDPMILVRNet(nn.Module):
         file and URL, FileNotFoundError for an incomplete folder, ValueError when its
         architecture differs from ``cfg.unet``."""
         unet, _ = load_pretrained_unet(store.path(DDPM_CELEBAHQ_256).parent)
-        ours = self.unet.state_dict()
         theirs = unet.state_dict()
-        wrong = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
-        if wrong or len(theirs) != len(ours):
+        ours = {k: tuple(v.shape) for k, v in self.unet.state_dict().items()}
+        missing, unexpected, wrong = layout_problems(theirs, ours)
+        if missing or unexpected or wrong:
             raise ValueError(
                 f"the registered DDPM ({unet.config.sample_size} px, block_out_channels "
                 f"{tuple(unet.config.block_out_channels)}) is not the U-Net of this "
                 f"architecture ({self.cfg.unet.sample_size} px, "
-                f"{self.cfg.unet.block_out_channels}); e.g. {wrong[:3]}"
+                f"{self.cfg.unet.block_out_channels}); e.g. {(missing + unexpected + wrong)[:3]}"
             )
         self.unet.load_state_dict(theirs)
 

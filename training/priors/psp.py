@@ -57,6 +57,7 @@ from torch import nn
 
 from infra.config import StrictConfig
 from infra.models import ModelStore
+from training.priors.layout import layout_problems
 from training.priors.stylegan2 import EqualLinear
 
 log = logging.getLogger(__name__)
@@ -341,14 +342,7 @@ def check_psp_state(state: dict, cfg: PSPEncoderConfig, strict: bool = True) -> 
     """ValueError listing, in one message, the keys of ``state`` missing from, unexpected in,
     or of another shape than (or not a tensor in) the layout of ``cfg``. With ``strict=False``
     only wrong shapes are errors (as ``load_state_dict(strict=False)``)."""
-    ref = psp_state_shapes(cfg)
-    missing = [k for k in ref if k not in state]
-    unexpected = [k for k in state if k not in ref]
-    wrong = [
-        f"{k} {tuple(v.shape) if torch.is_tensor(v) else type(v).__name__} (expected {ref[k]})"
-        for k, v in state.items()
-        if k in ref and (not torch.is_tensor(v) or tuple(v.shape) != ref[k])
-    ]
+    missing, unexpected, wrong = layout_problems(state, psp_state_shapes(cfg))
     if wrong or (strict and (missing or unexpected)):
         raise ValueError(
             f"not a pSp encoder state dict for num_layers {cfg.num_layers}, input_nc "

@@ -12,7 +12,7 @@ L_all = λ_adv L_adv + λ_rec L_rec + λ_p L_p + λ_id L_id + λ_3d L_3d (eq. 12
   R is ArcFace; here the dataset's training encoder);
 * L_3d — eq. 17, 1 − cos of the Deep3DFaceRecon identity coefficients α ∈ R^80 of swap and
   source, when the registered weights (``deep3dfacerecon_resnet50``, the R-Net evaluation's
-  paper metrics load: :class:`evaluation.paper_models.ReconNet`) are in the models directory;
+  paper metrics also load: :class:`infra.paper_models.ReconNet`) are in the models directory;
   otherwise the term is skipped and a notice is logged once at start. The R-Net reads the
   crop resized to 224 px (not its own five-point alignment; as evaluation does).
 
@@ -133,7 +133,7 @@ class IDATTObjective(Objective):
 
     @classmethod
     def build(cls, section: IDATTSwapperConfig, ctx: BuildContext) -> IDATTObjective:
-        from evaluation.paper_models import load_recon
+        from infra.paper_models import load_recon
 
         recon = None
         if section.weights.three_d > 0:
@@ -150,7 +150,7 @@ class IDATTObjective(Objective):
     def identity_coefficients(self, x: torch.Tensor) -> torch.Tensor:
         """α ∈ R^80 of Deep3DFaceRecon (seed 004 eq. 17): faces (B, 3, S, S) in [-1, 1] →
         (B, 80), the R-Net reading RGB in [0, 1] at 224 px."""
-        from evaluation.paper_models import RECON_COEFFS
+        from infra.paper_models import RECON_COEFFS
 
         side = self.recon.input_size
         x = F.interpolate((x + 1) / 2, size=(side, side), mode="bilinear", align_corners=False)

@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from evaluation.protocol import resize
 from infra.geometry import l2_normalize
+from infra.geometry import resize_crops as resize
 
 #: ImageNet channel mean / std on [0, 1] RGB (Hopenet's ``transforms.Normalize``).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -110,6 +110,7 @@ def test_protocol_and_timing_groups_on_a_hand_made_context():
     assert list(timing) == [
         "pairs_per_s",
         "swap_and_score_pairs_per_s",
+        "seconds_per_swap",
         "setup_s",
         "swap_and_score_s",
         "reconstruction_and_fid_s",
@@ -118,6 +119,7 @@ def test_protocol_and_timing_groups_on_a_hand_made_context():
     ]
     assert timing["pairs_per_s"] == pytest.approx(8 / 4.0)
     assert timing["swap_and_score_pairs_per_s"] == pytest.approx(8 / 2.0)
+    assert timing["seconds_per_swap"] == pytest.approx(1.0 / 8)  # generate / pairs
     assert timing["blend_and_rescore_s"] == 0.0
 
 

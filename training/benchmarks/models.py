@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         print(
             f"{r['model']:<11}{r['width']:<7}{r['size']:>5}{r['batch']:>6}{r['precision']:>6}"
-            f"{r['params_g_m']:>10.2f}{r['params_d_m']:>10.2f}{r['img_per_s']:>9.1f}"
+            f"{r['params_g_m']:>10.2f}{r['params_d_m']:>10.2f}{r['img_per_s']:>9.3g}"
             f"{r['peak_gb']:>9.2f}  {r['priors']}"
         )
 

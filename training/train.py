@@ -331,14 +331,17 @@ def export(run: Run, tracker: Tracker, out_dir: Path, wall_s: float) -> Path:
 
 
 def _log_line(step: int, steps: int, last: dict[str, float]) -> None:
+    """One progress line: G total, its identity term where the swapper has one (the DDPM's
+    fine-tuning has none), D total where there is a discriminator, seconds per step."""
     nan = float("nan")
+    ident = f" (id {last['Loss/G/id']:.3f})" if "Loss/G/id" in last else ""
     d = f"  D {last['Loss/D/total']:.3f}" if "Loss/D/total" in last else ""  # adversarial only
     log.info(
-        "step %d/%d  G %.3f (id %.3f)%s  %.2f s/step",
+        "step %d/%d  G %.3f%s%s  %.2f s/step",
         step,
         steps,
         last.get("Loss/G/total", nan),
-        last.get("Loss/G/id", nan),
+        ident,
         d,
         last["Timing/sec_per_step"],
     )

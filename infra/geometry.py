@@ -56,3 +56,15 @@ def resize_crops(images: np.ndarray, size: int) -> np.ndarray:
         return images
     interp = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_LINEAR
     return np.stack([cv2.resize(im, (size, size), interpolation=interp) for im in images])
+
+
+def resize_square(x: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, C, H, W) float tensor → (B, C, side, side): area averaging down (an average pool,
+    as pSp's ``face_pool``), bilinear up, unchanged at the same size."""
+    if x.shape[-1] == side and x.shape[-2] == side:
+        return x
+    if x.shape[-1] > side:
+        return torch.nn.functional.adaptive_avg_pool2d(x, side)
+    return torch.nn.functional.interpolate(
+        x, size=(side, side), mode="bilinear", align_corners=False
+    )

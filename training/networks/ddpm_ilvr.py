@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from infra.config import StrictConfig
-from training.networks.style_prior import resize
+from infra.geometry import resize_square as resize
 from training.priors.ddpm import (
     DDPM_CELEBAHQ_256,
     DDPMConfig,

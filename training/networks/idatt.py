@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from training.networks.style_prior import StylePriorConfig, StylePriorNet, resize
+from infra.geometry import resize_square as resize
+from training.networks.style_prior import StylePriorConfig, StylePriorNet
 
 
 class IDATTConfig(StylePriorConfig):

@@ -26,11 +26,11 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
 from infra.config import StrictConfig
+from infra.geometry import resize_square as resize
 from training.priors.psp import PSPEncoder, PSPEncoderConfig, load_psp_ffhq_encoder
 from training.priors.stylegan2 import StyleGAN2Config, StyleGAN2Generator, load_stylegan2_ffhq
 
@@ -68,14 +68,15 @@ class StylePriorConfig(StrictConfig):
         return self
 
 
-def resize(x: torch.Tensor, side: int) -> torch.Tensor:
-    """(B, C, H, W) float → (B, C, side, side): area averaging down, bilinear up (pSp's
-    ``face_pool`` is an average pool), unchanged at the same size."""
-    if x.shape[-1] == side and x.shape[-2] == side:
-        return x
-    if x.shape[-1] > side:
-        return F.adaptive_avg_pool2d(x, side)
-    return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+def debug_priors(image_size: int = 64) -> dict:
+    """The prior part of a ``debug`` architecture: crops and pSp input at ``image_size`` on
+    the test-size priors :data:`DEBUG_STYLEGAN2` and :data:`DEBUG_PSP`."""
+    return {
+        "image_size": image_size,
+        "encoder_size": image_size,
+        "stylegan2": DEBUG_STYLEGAN2.model_dump(),
+        "encoder": DEBUG_PSP.model_dump(),
+    }
 
 
 class StylePriorNet(nn.Module):

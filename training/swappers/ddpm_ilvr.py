@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from infra.config import StrictConfig
+from infra.geometry import resize_square as resize
 from training.networks.ddpm_ilvr import DDPMILVRConfig
-from training.networks.style_prior import resize
 from training.swappers.base import (
     DataRecipeConfig,
     Objective,

@@ -35,7 +35,7 @@ from infra.config import StrictConfig
 from training.losses import identity_loss, logistic_d_loss, logistic_g_loss, pair_mse
 from training.networks.discriminator import DiscriminatorConfig, logits
 from training.networks.idatt import IDATTConfig
-from training.networks.style_prior import DEBUG_PSP, DEBUG_STYLEGAN2
+from training.networks.style_prior import debug_priors
 from training.perceptual import load_lpips_vgg
 from training.swappers.base import (
     ArchConfig,
@@ -69,10 +69,7 @@ class IDATTArchConfig(ArchConfig, IDATTConfig):
 
 #: The ``debug`` width: 64-px crops on the test-size priors (stand-ins).
 DEBUG_IDATT = {
-    "image_size": 64,
-    "encoder_size": 64,
-    "stylegan2": DEBUG_STYLEGAN2.model_dump(),
-    "encoder": DEBUG_PSP.model_dump(),
+    **debug_priors(),
     "post_channels": 8,
     "discriminator": {"base_channels": 16, "max_channels": 64, "num_scales": 2},
 }

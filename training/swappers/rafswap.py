@@ -46,7 +46,7 @@ from training.losses import (
     w_norm_loss,
 )
 from training.networks.rafswap import RAFSwapConfig as RAFSwapNetConfig
-from training.networks.style_prior import DEBUG_PSP, DEBUG_STYLEGAN2
+from training.networks.style_prior import debug_priors
 from training.perceptual import load_lpips_vgg
 from training.swappers.base import (
     BuildContext,
@@ -66,10 +66,7 @@ log = logging.getLogger(__name__)
 
 #: The ``debug`` width: 64-px crops on the test-size priors (stand-ins).
 DEBUG_RAFSWAP = {
-    "image_size": 64,
-    "encoder_size": 64,
-    "stylegan2": DEBUG_STYLEGAN2.model_dump(),
-    "encoder": DEBUG_PSP.model_dump(),
+    **debug_priors(),
     "heads": 4,
     "mask_channels": 8,
     "mask_hidden": 16,

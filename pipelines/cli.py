@@ -251,5 +251,74 @@ def models(params: ParamsOpt = Path("params.yaml")) -> None:
             typer.echo(f"  {'':<12} get it from {src}")
 
 
+def _export_faces(paths, count: int):
+    """Up to ``count`` real faces of the prepared eval split (crops, embeddings, landmarks,
+    regions) for the parity check, or None when no prepared dataset exists."""
+    import numpy as np
+
+    from evaluation.protocol import load_eval_faces
+    from infra.dataset_format import DatasetCard
+    from training.onnx_export import ParityFaces
+
+    data_dir = paths.stage_dir("prepare")
+    if count < 2 or not (data_dir / "dataset.json").is_file():
+        return None
+    faces = load_eval_faces(DatasetCard.load(data_dir), data_dir)[:count]
+    if len(faces) < 2:
+        return None
+    lmk = [f.landmarks468 for f in faces]
+    regions = [f.regions for f in faces]
+    return ParityFaces(
+        crops=np.stack([f.crop for f in faces]),
+        embeddings=np.stack([f.embedding for f in faces]).astype(np.float32),
+        landmarks468=None if any(x is None for x in lmk) else np.stack(lmk),
+        regions=None if any(x is None for x in regions) else np.stack(regions),
+    )
+
+
+@app.command()
+def export(
+    params: ParamsOpt = Path("params.yaml"),
+    generator: Annotated[
+        Path | None, typer.Option(help="generator.pt (default: the train stage's).")
+    ] = None,
+    format_: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
+    output: Annotated[
+        Path | None, typer.Option(help="Output folder (default: <output_dir>/export).")
+    ] = None,
+    faces: Annotated[
+        int, typer.Option(help="Real eval-split faces for the parity check (>= 2).")
+    ] = 3,
+    register: Annotated[
+        str | None, typer.Option(help="Register the model under this MLflow name.")
+    ] = None,
+    no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")] = False,
+) -> None:
+    """Export the trained generator as ONNX with its input contract, verify it against
+    PyTorch on real faces (batch 1 and N), and log it to the training run as an MLflow
+    model (`fsp swap --model` loads the file, the run id or models:/name/version)."""
+    from infra.models import ModelStore
+    from training.onnx_export import export_onnx, log_onnx_model
+
+    with user_errors(ValueError):
+        if format_ != "onnx":
+            raise ValueError(f"--format {format_!r} is not supported: use --format onnx")
+        paths = _paths(params)
+        source = generator or paths.stage_dir("train") / "generator.pt"
+        out_dir = output or paths.stage_dir("export")
+        _setup_logging()
+        report = export_onnx(
+            source, out_dir, _export_faces(paths, faces), ModelStore(paths.models_dir)
+        )
+        for line in report.lines():
+            typer.echo(line)
+        if not no_mlflow:
+            uri = log_onnx_model(
+                report.onnx_path, report.contract, report.contract.mlflow_run_id, paths, register
+            )
+            named = f" (registered as {register})" if register else ""
+            typer.echo(f"mlflow model: {uri}{named}")
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()

@@ -94,6 +94,7 @@ def import_closure(entry: str) -> set[str]:
         ("prepare", "preprocessing.prepare"),
         ("train", "training.train"),
         ("evaluate", "evaluation.evaluate"),
+        ("export", "training.onnx_export"),
     ],
 )
 def test_dvc_stage_depends_on_the_code_it_imports(stage, entry):

@@ -132,7 +132,10 @@ class IDATTNet(StylePriorNet):
 
     def forward(self, target, z_id, source):
         self.check_inputs(target, source)
-        both = [f.chunk(2) for f in self.features(torch.cat([target, source]))]  # shared Φ_E^feat
+        # shared Φ_E^feat; split at the batch size (not chunk(2)) so an ONNX export keeps a
+        # dynamic batch axis
+        batch = target.shape[0]
+        both = [f.split([batch, batch]) for f in self.features(torch.cat([target, source]))]
         fused = [att(s, t) for att, (t, s) in zip(self.idatt, both, strict=True)]  # eq. 8–10
         codes = self.encoder.map_to_styles(*fused)  # Φ_E^lat
         side, feats = self.synthesize(codes)  # eq. 11

@@ -171,7 +171,10 @@ class RAFSwapNet(StylePriorNet):
 
     def forward(self, target, z_id, source, regions, source_regions):
         self.check_inputs(target, source)
-        both = [f.chunk(2) for f in self.features(torch.cat([target, source]))]  # shared encoder
+        # shared encoder; split at the batch size (not chunk(2)) so an ONNX export keeps a
+        # dynamic batch axis
+        batch = target.shape[0]
+        both = [f.split([batch, batch]) for f in self.features(torch.cat([target, source]))]
         ft, fs = tuple(b[0] for b in both), tuple(b[1] for b in both)
         fused = self.fuse(ft, fs, regions, source_regions)
         codes = torch.stack(

@@ -290,6 +290,38 @@ def paste_back_poisson(
     return out
 
 
+def warped_alpha(
+    mask: np.ndarray, M: np.ndarray, frame_shape: tuple[int, ...], blur_px: float = 0.0
+) -> np.ndarray:
+    """The blending weight :func:`paste_back` uses, in frame pixels.
+
+    Parameters
+    ----------
+    mask : (S, S) float in [0, 1], crop pixels.
+    M : (2, 3) frame → crop matrix.
+    frame_shape : ``(H, W, …)`` of the frame.
+    blur_px : Gaussian σ of the mask edge in crop pixels (as :func:`paste_back`).
+
+    Returns
+    -------
+    (H, W) float32 α in [0, 1]; where it is 0, :func:`paste_back` leaves the frame unchanged.
+
+    Raises
+    ------
+    ValueError : ``mask`` is not square or ``blur_px`` < 0.
+    """
+    S = np.shape(mask)[0]
+    H, W = frame_shape[:2]
+    alpha = cv2.warpAffine(
+        _soft_mask(mask, S, blur_px),
+        invert_affine(M),
+        (W, H),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+    )
+    return np.clip(alpha, 0.0, 1.0)
+
+
 def _soft_mask(mask: np.ndarray, S: int, blur_px: float) -> np.ndarray:
     """(S, S) float32 α in crop pixels: ``mask`` clipped to [0, 1]; with ``blur_px`` > 0,
     zeroed within ``ceil(3 σ)`` px of the border and Gaussian-blurred (zero border).

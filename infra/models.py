@@ -60,7 +60,8 @@ class ModelSpec:
     task : ``detection``, ``recognition``, ``landmarks``, ``headpose``, ``parsing``, ``fid``,
         ``prior`` (pretrained generative priors such as StyleGAN2), or
         ``paper_id``/``paper_pose``/``paper_3dmm`` (the networks of evaluation's ``paper``
-        group, kept out of the ``recognition``/``headpose`` choices).
+        group, kept out of the ``recognition``/``headpose`` choices), ``restoration``
+        (face restoration after ``fsp swap``).
     file : path of the weights relative to the models directory.
     sha256 : hex digest of that file; None when no digest could be pinned (the loader then
         accepts the file and logs the digest it found, so it can be pinned).
@@ -530,6 +531,23 @@ REGISTRY: dict[str, ModelSpec] = {
             input=InputSpec(shape=(None, 3, 112, 112), mean=0.0, std=255.0, crop="arcface-112"),
             notes="Plain state dict written by `fsp convert-released simswap_arcface` from "
             "`simswap_arcface_release`; [0, 1] RGB then ImageNet mean/std per channel; 512-d.",
+        ),
+        ModelSpec(
+            name="gfpgan_1.4",
+            task="restoration",
+            file="restoration/gfpgan_1.4.onnx",
+            sha256=None,
+            url="https://github.com/facefusion/facefusion-assets/releases/download/"
+            "models-3.0.0/gfpgan_1.4.onnx",
+            licence="Apache-2.0 (TencentARC/GFPGAN code and v1.4 weights; the ONNX conversion "
+            "from facefusion/facefusion-assets)",
+            input=InputSpec(
+                shape=(1, 3, 512, 512), mean=127.5, std=127.5, crop="gfpgan-512 (FFHQ 5-point)"
+            ),
+            notes="GFPGAN v1.4 face restoration as ONNX: input `input` (1, 3, 512, 512) RGB in "
+            "[-1, 1] on facexlib's 512-px five-point template, output (1, 3, 512, 512) in "
+            "[-1, 1]; `fsp swap` restores swapped faces with it when present "
+            "(swap.super_resolution). No digest could be pinned offline.",
         ),
     ]
 }

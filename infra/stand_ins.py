@@ -110,14 +110,51 @@ def write_ddpm_configs(folder: Path) -> None:
     build_scheduler().save_config(folder)
 
 
+def random_gfpgan_onnx(seed: int = 0, side: int = 512) -> bytes:
+    """``gfpgan_1.4``'s interface as a tiny ONNX graph (serialised): input ``input`` and output
+    ``output``, both (1, 3, ``side``, ``side``) float32 in [-1, 1]; ``output = clip(x + 0.1 ·
+    conv3x3(x), −1, 1)`` with random weights (GFPGAN's StyleGAN2 decoder is not rebuilt; the
+    swap path only needs the published input/output contract)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(seed).normal(0, 0.1, (3, 3, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["c", "k"], ["ck"]),
+        helper.make_node("Add", ["input", "ck"], ["s"]),
+        helper.make_node("Clip", ["s", "lo", "hi"], ["output"]),
+    ]
+    shape = [1, 3, side, side]
+    graph = helper.make_graph(
+        nodes,
+        "gfpgan_stand_in",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
+        [
+            numpy_helper.from_array(w, "w"),
+            numpy_helper.from_array(np.array(0.1, np.float32), "k"),
+            numpy_helper.from_array(np.array(-1.0, np.float32), "lo"),
+            numpy_helper.from_array(np.array(1.0, np.float32), "hi"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 #: Registry name → builder of a random state dict (or checkpoint object) in the published
-#: layout; large priors are built at the test size of the ``debug`` widths.
-BUILDERS: dict[str, Callable[[], dict]] = {
+#: layout (an ONNX model: its serialised bytes); large priors are built at the test size of
+#: the ``debug`` widths.
+BUILDERS: dict[str, Callable[[], dict | bytes]] = {
     "vgg19_imagenet": random_vgg19_features,
     "vgg16_imagenet": random_vgg16_features,
     "stylegan2_ffhq_1024": random_stylegan2_ffhq,
     "psp_ffhq_encode": random_psp_ffhq,
     "ddpm_ema_celebahq_256": random_ddpm_unet,
+    "gfpgan_1.4": random_gfpgan_onnx,
 }
 #: Registry name → writer of the files a stand-in needs beside its weights (in their folder).
 COMPANIONS: dict[str, Callable[[Path], None]] = {"ddpm_ema_celebahq_256": write_ddpm_configs}
@@ -138,7 +175,11 @@ def write_stand_in(
     spec = REGISTRY[name]
     path = models_dir / spec.file
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(BUILDERS[name]() if state is None else state, path)
+    obj = BUILDERS[name]() if state is None else state
+    if isinstance(obj, bytes):
+        path.write_bytes(obj)
+    else:
+        torch.save(obj, path)
     if name in COMPANIONS:
         COMPANIONS[name](path.parent)
     listing = _listing(models_dir) | {name: file_sha256(path)}

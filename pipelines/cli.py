@@ -212,6 +212,65 @@ def compare(
         typer.echo(table.to_string(index=False))
 
 
+@app.command()
+def swap(
+    source: Annotated[Path, typer.Option(help="Image holding the source face (identity).")],
+    target: Annotated[Path, typer.Option(help="Image or video whose faces are replaced.")],
+    output: Annotated[Path, typer.Option(help="File to write (image, or video: .mp4, .mkv…).")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Generator: a generator.pt or exported .onnx file, an MLflow run id, or "
+            "models:/<name>/<version> (default: the train stage's generator.pt)."
+        ),
+    ] = None,
+    reference: Annotated[
+        Path | None, typer.Option(help="Image of the target face to swap (--faces reference).")
+    ] = None,
+    faces: Annotated[
+        str | None, typer.Option(help="largest | all | reference (default: swap.faces).")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    dry_run: DryRunOpt = False,
+    progress: Annotated[bool, typer.Option(help="Progress bar over video frames.")] = True,
+) -> None:
+    """Swap the source face into an image or a video (frame rate, frame count and audio
+    kept; frames without a face pass through and are counted)."""
+    from infra.models import ModelStore
+    from pipelines.face_swap import FaceSwapper, NoSourceFaceError
+    from pipelines.swap_config import SwapConfig
+    from pipelines.swap_media import swap_media
+    from pipelines.video_io import VideoError
+    from training.swap_model import load_swap_model
+
+    overrides = [*(set_ or []), *([f"swap.faces={faces}"] if faces else [])]
+    with user_errors():
+        cfg, paths = load_stage(SwapConfig, "swap", params, overrides)
+    if dry_run:
+        typer.echo(yaml.safe_dump(resolved_dict(cfg, paths, "swap"), sort_keys=False))
+        raise typer.Exit(0)
+    _setup_logging()
+    with user_errors(NoSourceFaceError, VideoError, ValueError):
+        ref = model or str(paths.stage_dir("train") / "generator.pt")
+        swapper = FaceSwapper(load_swap_model(ref, paths), cfg, ModelStore(paths.models_dir))
+        report = swap_media(swapper, source, target, output, reference, progress)
+    typer.echo(
+        f"wrote {report.output}: {report.frames} frame(s), {report.faces_swapped} face(s) "
+        f"swapped, {report.frames_without_face} frame(s) without a face passed through, "
+        f"{report.frames_per_s:.2f} frames/s"
+    )
+    if report.fps is not None:
+        stab = "n/a" if report.stability is None else f"{report.stability:.3f}"
+        motion = (
+            ""
+            if report.motion_in is None
+            else f" (landmark motion {report.motion_out:.4f} out / {report.motion_in:.4f} in, "
+            "eye distances per frame)"
+        )
+        typer.echo(f"video: {report.fps:g} fps; temporal stability {stab}{motion}")
+
+
 @app.command("convert-released")
 def convert_released(
     name: Annotated[str, typer.Argument(help="Model to write, e.g. simswap_arcface.")],

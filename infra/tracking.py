@@ -102,6 +102,21 @@ TRANSIENT_CODES = frozenset(
 )
 
 
+def ensure_experiment(mlflow, paths: ProjectPaths) -> str:
+    """Make ``paths.experiment`` the active experiment of ``mlflow`` (already pointed at
+    ``paths.tracking_uri``), creating it when missing, with its artifacts under
+    ``paths.mlflow_artifacts`` for the default SQLite store (MLflow would otherwise put them
+    in ``./mlruns`` of the working directory). Returns the experiment id."""
+    experiment = paths.experiment
+    if mlflow.get_experiment_by_name(experiment) is None:
+        location = None
+        if paths.tracking_uri.startswith("sqlite:"):
+            paths.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+            location = paths.mlflow_artifacts.as_uri()
+        mlflow.create_experiment(experiment, artifact_location=location)
+    return mlflow.set_experiment(experiment).experiment_id
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether ``error`` (raised by an MLflow client call) means the tracking server is
     unreachable or failing — worth a retry later — rather than a request it rejects.
@@ -234,14 +249,7 @@ class MlflowSink:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = before
-        experiment = paths.experiment
-        if mlflow.get_experiment_by_name(experiment) is None:
-            location = None
-            if paths.tracking_uri.startswith("sqlite:"):
-                paths.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
-                location = paths.mlflow_artifacts.as_uri()
-            mlflow.create_experiment(experiment, artifact_location=location)
-        mlflow.set_experiment(experiment)
+        ensure_experiment(mlflow, paths)
         self.run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
         return self.run.info.run_id
 

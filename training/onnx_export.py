@@ -451,7 +451,7 @@ def log_onnx_model(
     """
     import onnx
 
-    from infra.tracking import check_reachable
+    from infra.tracking import check_reachable, ensure_experiment
 
     check_reachable(paths.tracking_uri)
     mlflow = use_tracking(paths)
@@ -467,8 +467,7 @@ def log_onnx_model(
             )
             run_id = None
     if run_id is None:
-        experiment = mlflow.set_experiment(paths.experiment)
-        run_id = client.create_run(experiment.experiment_id, run_name="export").info.run_id
+        run_id = client.create_run(ensure_experiment(mlflow, paths), run_name="export").info.run_id
     staged = Path(onnx_path).with_name(CONTRACT_FILE)
     contract.write(staged)
     try:

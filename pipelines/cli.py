@@ -100,9 +100,10 @@ def prepare(
     from preprocessing.config import PrepareConfig
     from preprocessing.parsing.base import BackendUnavailableError
     from preprocessing.prepare import prepare as run_prepare
+    from preprocessing.shard_pass import ShardWriteError
 
     cfg, paths, out_dir = _load(PrepareConfig, "prepare", params, set_, dry_run)
-    with user_errors(BackendUnavailableError):
+    with user_errors(BackendUnavailableError, ShardWriteError):
         run_prepare(cfg, paths, out_dir)
 
 

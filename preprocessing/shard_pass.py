@@ -10,6 +10,7 @@ and a killed run never leaves a half shard that looks finished.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -55,6 +56,10 @@ def read_sidecar(shard_dir: Path, plan: str, fingerprint: str) -> list[dict] | N
     return side["outcomes"]
 
 
+class ShardWriteError(OSError):
+    """A shard could not be written (the message names the shard and the cause)."""
+
+
 class WriteShards:
     """Callable class for ``Dataset.map_batches`` over shard plans
     (``{"shard", "rows", "fingerprint"}``).
@@ -94,33 +99,61 @@ class WriteShards:
             yield from batch
 
     def write(self, plan: dict) -> list[dict]:
-        """Write one shard plan (possibly several tars); returns one outcome per key."""
+        """Write one shard plan (possibly several tars); returns one outcome per key.
+
+        Raises
+        ------
+        ShardWriteError : writing failed (disk full, I/O error): the plan's temporary tars
+            are removed, so no partial tar is left under any name, and a rerun writes the
+            plan again (finished plans are kept, :func:`read_sidecar`).
+        """
+        files: list[str] = []
+        try:
+            return self._write(plan, files)
+        except OSError as e:
+            for name in files:
+                (self.shard_dir / (name + ".tmp")).unlink(missing_ok=True)
+            (self.shard_dir / f"{plan['shard']}.json.tmp").unlink(missing_ok=True)
+            shard = files[-1] if files else f"{plan['shard']}.tar"
+            raise ShardWriteError(
+                f"writing shard {shard} in {self.shard_dir} failed: {e.strerror or e}; nothing "
+                "of it was kept: free space (or fix the disk) and rerun prepare, finished "
+                "shards are kept"
+            ) from e
+
+    def _write(self, plan: dict, files: list[str]) -> list[dict]:
+        """:meth:`write`; ``files`` collects the tar names as they are opened."""
         rows = json.loads(plan["rows"])
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         outcomes: list[dict] = []
-        files: list[str] = []
         sink = f = None
         size = 0
-        for ann in self._annotated(rows, outcomes):
-            sample = ann.encode(self.cfg.annotate.jpeg_quality)
-            nbytes = sum(len(v) + 1024 for k, v in sample.items() if k != "__key__")
-            if sink is None or (size and size + nbytes > self.cfg.shards.max_bytes):
-                if sink is not None:
-                    sink.close()
-                    f.close()
-                name = plan["shard"] + (f"-{len(files)}" if files else "") + ".tar"
-                files.append(name)
-                f = open(self.shard_dir / (name + ".tmp"), "wb")  # noqa: SIM115 - closed below
-                sink = wds.TarWriter(f, encoder=False, mtime=0.0)
-                size = 0
-            sink.write(sample)
-            size += nbytes
-            outcomes.append(
-                {"key": ann.key, "shard": files[-1][:-4], "ok": True, "detail": "", "bytes": nbytes}
-            )
-        if sink is not None:
-            sink.close()
-            f.close()
+        try:
+            for ann in self._annotated(rows, outcomes):
+                sample = ann.encode(self.cfg.annotate.jpeg_quality)
+                nbytes = sum(len(v) + 1024 for k, v in sample.items() if k != "__key__")
+                if sink is None or (size and size + nbytes > self.cfg.shards.max_bytes):
+                    if sink is not None:
+                        sink.close()
+                        f.close()
+                    name = plan["shard"] + (f"-{len(files)}" if files else "") + ".tar"
+                    files.append(name)
+                    f = open(self.shard_dir / (name + ".tmp"), "wb")  # noqa: SIM115 - finally
+                    sink = wds.TarWriter(f, encoder=False, mtime=0.0)
+                    size = 0
+                sink.write(sample)
+                size += nbytes
+                shard = files[-1][:-4]
+                outcomes.append(
+                    {"key": ann.key, "shard": shard, "ok": True, "detail": "", "bytes": nbytes}
+                )
+            if sink is not None:
+                sink.close()
+        finally:
+            if f is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    sink.close()  # after a write error: end the tar stream, which fails again
+                f.close()
         for name in files:
             os.replace(self.shard_dir / (name + ".tmp"), self.shard_dir / name)
         side = {

@@ -1,0 +1,69 @@
+"""A disk that fills up while a shard is written: no partial tar under any name, an error
+naming the shard and the cause, and a rerun that completes the shard."""
+
+from __future__ import annotations
+
+import errno
+import json
+import tarfile
+from dataclasses import dataclass
+
+import pytest
+import webdataset as wds
+
+from preprocessing.config import PrepareConfig
+from preprocessing.shard_pass import ShardWriteError, WriteShards, read_sidecar
+
+
+@dataclass
+class _Face:
+    key: str
+
+    def encode(self, quality: int) -> dict:
+        return {"__key__": self.key, "jpg": self.key.encode() * 200, "json": b"{}"}
+
+
+class _Annotator:
+    """Stands in for the pass-2 models: one small sample per row."""
+
+    mask_backend_name = None
+
+    def prepare_one(self, row: dict) -> _Face:
+        return _Face(row["key"])
+
+    def finish(self, batch: list) -> None:
+        pass
+
+
+def _writer(tmp_path) -> WriteShards:
+    w = WriteShards.__new__(WriteShards)  # no models: the annotator is replaced
+    cfg = PrepareConfig.model_validate({"sources": [{"name": "s", "kind": "folder", "path": "x"}]})
+    w.cfg, w.shard_dir, w.annotator = cfg, tmp_path / "shards", _Annotator()
+    return w
+
+
+def test_disk_full_leaves_no_partial_shard_and_a_rerun_completes_it(tmp_path, monkeypatch):
+    rows = [{"key": f"face{i:03d}"} for i in range(20)]
+    plan = {"shard": "train-000003", "rows": json.dumps(rows), "fingerprint": "f1"}
+    original, calls = wds.TarWriter.write, {"n": 0}
+
+    def full_after_12(self, sample):
+        calls["n"] += 1
+        if calls["n"] > 12:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, sample)
+
+    monkeypatch.setattr(wds.TarWriter, "write", full_after_12)
+    writer = _writer(tmp_path)
+    with pytest.raises(ShardWriteError, match=r"train-000003\.tar .*No space left on device"):
+        writer.write(plan)
+    assert sorted(p.name for p in writer.shard_dir.iterdir()) == []  # nothing half-written
+    assert read_sidecar(writer.shard_dir, "train-000003", "f1") is None
+
+    monkeypatch.setattr(wds.TarWriter, "write", original)  # space freed: rerun
+    outcomes = writer.write(plan)
+    assert [o["key"] for o in outcomes] == [r["key"] for r in rows]
+    assert all(o["ok"] for o in outcomes)
+    with tarfile.open(writer.shard_dir / "train-000003.tar") as tar:
+        assert len({m.name.split(".")[0] for m in tar.getmembers()}) == 20
+    assert read_sidecar(writer.shard_dir, "train-000003", "f1") == outcomes

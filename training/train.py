@@ -182,6 +182,17 @@ def _resume(
 ) -> tuple[str | None, dict]:
     """Restore the latest checkpoint (``checkpoint.resume: auto``); returns (tag, state)."""
     tag = checkpoint.latest_tag(ckpt_dir) if run_cfg.checkpoint.resume == "auto" else None
+    if run_cfg.checkpoint.resume == "auto" and (cut := checkpoint.incomplete_tags(ckpt_dir)):
+        log.warning(
+            "checkpoint %s is incomplete (the run stopped while saving it): removed; %s",
+            ", ".join(cut),
+            f"resuming from {tag}, the last complete one" if tag else "starting afresh",
+        )
+        dist.barrier()
+        if dist.is_main():
+            for t in cut:
+                checkpoint.discard(ckpt_dir, t)
+        dist.barrier()
     if not tag:
         torch.manual_seed(run_cfg.seed + 1 + dist.rank())  # per-rank randomness from here on
         return None, {}

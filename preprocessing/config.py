@@ -13,7 +13,8 @@ from pydantic import Field, field_validator, model_validator
 from infra.config import StrictConfig
 from infra.models import check_model_name
 
-IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"]
+#: Extensions read as images; an animated GIF, WebP or PNG is read as its first frame.
+IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"]
 
 
 class SourceConfig(StrictConfig):

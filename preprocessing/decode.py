@@ -71,7 +71,8 @@ def decode_image(data: bytes, max_pixels: int) -> Decoded:
 
     Parameters
     ----------
-    data : encoded file content (JPEG, PNG, WebP, BMP, TIFF…).
+    data : encoded file content (JPEG, PNG, WebP, BMP, TIFF, GIF…); an animated image
+        (GIF, WebP, APNG) decodes to its first frame.
     max_pixels : largest accepted ``width * height`` read from the header.
 
     Returns

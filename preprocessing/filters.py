@@ -5,7 +5,7 @@ ones kept; each step owns its rejection reasons and returns the rows it rejects 
 detail in words and the measured value it decided on; the funnel counts every step
 separately (seed 000 §III.A, Fig. 4):
 
-1. ``listed`` — the reader's own rejections (listed twice, unsupported extension)
+1. ``listed`` — the reader's own rejections (listed twice, hidden file, unsupported extension)
 2. ``duplicate_entries`` — VGGFace2 ``x_01``/``x_02`` splits of one photo
 3. ``readable`` — decoding failures
 4. ``near_duplicates`` — perceptual-hash duplicates within an identity
@@ -33,7 +33,7 @@ from preprocessing.config import FiltersConfig, PrepareConfig, SplitConfig
 from preprocessing.records import KEPT, REJECTED, Reason
 
 #: Reasons set by the source readers, applied at the ``listed`` step.
-READER_REASONS = (Reason.LISTED_TWICE, Reason.UNSUPPORTED_EXTENSION)
+READER_REASONS = (Reason.LISTED_TWICE, Reason.HIDDEN_FILE, Reason.UNSUPPORTED_EXTENSION)
 #: Reasons set by decoding and the detection pass, applied at the ``readable`` step.
 DECODE_REASONS = (
     Reason.UNREADABLE,
@@ -194,7 +194,7 @@ def near_duplicates(df: pd.DataFrame, max_distance: int) -> tuple[pd.Series, pd.
 
 
 def _listed(funnel: Funnel) -> Rejection:
-    """The readers' rejections: a file listed twice, an unsupported extension."""
+    """The readers' rejections: a file listed twice, a hidden file, an unsupported extension."""
     mask = funnel.earlier.isin(READER_REASONS)
     return Rejection(mask, funnel.earlier, funnel.earlier_detail)
 

@@ -33,6 +33,7 @@ class Reason(StrEnum):
 
     # listed — the source readers
     LISTED_TWICE = "listed_twice"
+    HIDDEN_FILE = "hidden_file"
     UNSUPPORTED_EXTENSION = "unsupported_extension"
     # duplicate_entries
     DUPLICATE_ENTRY = "duplicate_entry"

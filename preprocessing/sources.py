@@ -1,8 +1,10 @@
 """Source readers: turn a configured source into a list of :class:`InputItem`.
 
 Every file a reader lists becomes one manifest row. Folder readers list every regular file
-(hidden ones excepted) in sorted order; files whose extension is not an image extension
-are listed as rejected (``unsupported_extension``) rather than silently skipped. Item paths
+in sorted order, hidden ones too; a hidden file (or one in a hidden folder: a name starting
+with ``.``, such as ``.DS_Store``) is listed as rejected (``hidden_file``), and so is a file
+whose extension is not an image extension (``unsupported_extension``), rather than being
+silently skipped. Item paths
 are stored relative to ``paths.data_root`` (:func:`data_relative`), so the stage's outputs
 hold no absolute path of the machine; :meth:`ProjectPaths.data_path` turns them back into
 files.
@@ -30,12 +32,16 @@ def _label(source: str, raw: str | None) -> str | None:
 
 
 def _walk(root: Path) -> Iterator[Path]:
-    """Files under ``root`` (symlinks included, dangling ones too), sorted, no hidden names."""
+    """Files under ``root`` (symlinks included, dangling ones too, hidden ones too), sorted."""
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames.sort()
         for name in sorted(filenames):
-            if not name.startswith("."):
-                yield Path(dirpath) / name
+            yield Path(dirpath) / name
+
+
+def _hidden_part(listed: str) -> str | None:
+    """The first hidden name (``.x``) among the parts of a listed path, or None."""
+    return next((p for p in Path(listed).parts if p.startswith(".") and p not in (".", "..")), None)
 
 
 def data_relative(path: Path, data_root: Path) -> str:
@@ -69,7 +75,9 @@ def _item(
     mask: Path | None = None,
 ) -> InputItem:
     reason, detail = None, ""
-    if path.suffix.lower() not in {e.lower() for e in cfg.extensions}:
+    if hidden := _hidden_part(listed):
+        reason, detail = Reason.HIDDEN_FILE, f"hidden name {hidden!r}"
+    elif path.suffix.lower() not in {e.lower() for e in cfg.extensions}:
         reason = Reason.UNSUPPORTED_EXTENSION
         detail = f"extension {path.suffix or '(none)'!r} not in {cfg.extensions}"
     return InputItem(

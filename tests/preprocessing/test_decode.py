@@ -53,3 +53,20 @@ def test_sixteen_bit_and_gray_and_cmyk_match_the_photo(bad):
     rgb = rgb_of(PHOTOS["cmyk.jpg"]).astype(np.float32)
     cmyk = load_image(folder / "cmyk.jpg", 40_000_000).image.astype(np.float32)
     assert np.abs(cmyk - rgb).mean() < 12
+
+
+def test_an_animated_gif_decodes_its_first_frame(tmp_path):
+    import io
+
+    first = rgb_of(PHOTOS[sorted(PHOTOS)[0]])[:64, :64]
+    frames = [Image.fromarray(first), Image.fromarray(255 - first), Image.fromarray(first // 2)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=40, loop=0)
+    with Image.open(io.BytesIO(buf.getvalue())) as gif:
+        assert gif.n_frames == 3
+        # GIF stores a 256-colour palette: compare with the first frame quantised alike
+        want = np.asarray(gif.convert("RGB"))
+    d = decode_image(buf.getvalue(), max_pixels=10**6)
+    assert d.reason is None and d.image.shape == (64, 64, 3)
+    assert np.array_equal(d.image, want)
+    assert np.abs(d.image.astype(int) - first.astype(int)).mean() < 12  # not frame 2 or 3

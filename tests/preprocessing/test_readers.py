@@ -35,6 +35,8 @@ def test_vggface2_and_folder_layouts(tmp_path):
         "n002/notes.txt": ("vgg:n002", "unsupported_extension"),
         "n002/x y é.png": ("vgg:n002", None),
         "top.jpg": (None, None),
+        ".hidden/skip.jpg": ("vgg:.hidden", "hidden_file"),  # every file is a manifest row
+        "n001/.DS_Store": ("vgg:n001", "hidden_file"),
     }
     assert items[0].key == make_key("vgg", items[0].listed)
     folder = SourceConfig(name="plain", kind="folder", path=str(tmp_path))

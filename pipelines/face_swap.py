@@ -239,11 +239,9 @@ class FaceSwapper:
         """
         det = self._detect_one(image, name)
         pts = det.landmarks[:1].astype(np.float64)
-        crop = self._crops(image, pts)[0][0]
-        lm = self._crop_landmarks(image, det.boxes[:1], self._crop_matrices(pts))[0]
-        return SourceFace(
-            self.embed(image, pts)[0], crop, self._region_masks(crop[None], lm[None])[0]
-        )
+        crops, mats = self._crops(image, pts)
+        lm = self._landmarks(image, det.boxes[:1], mats)[1]
+        return SourceFace(self.embed(image, pts)[0], crops[0], self._region_masks(crops, lm)[0])
 
     def reference_embedding(self, image: np.ndarray) -> np.ndarray:
         """(D,) embedding of the largest face of the reference image (``swap.faces =
@@ -299,13 +297,16 @@ class FaceSwapper:
         crops = np.stack([align_face(image, p, c.crop_size, c.template)[0] for p in landmarks5])
         return resize_crops(crops, self.size), self._crop_matrices(landmarks5)
 
-    def _crop_landmarks(self, image: np.ndarray, boxes: np.ndarray, mats: np.ndarray) -> np.ndarray:
-        """(N, 468, 3) FaceMesh landmarks of the boxed faces, x/y in S-crop pixels."""
+    def _landmarks(
+        self, image: np.ndarray, boxes: np.ndarray, mats: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 468, 3) FaceMesh landmarks of the boxed faces in image pixels, and the same
+        with x/y mapped into the S-crops by ``mats`` (N, 2, 3)."""
         lm = self.facemesh.predict_batch(image, boxes)
-        out = lm.copy()
+        crop = lm.copy()
         for i, M in enumerate(mats):
-            out[i, :, :2] = transform_points(lm[i, :, :2], M)
-        return out
+            crop[i, :, :2] = transform_points(lm[i, :, :2], M)
+        return lm, crop
 
     def _region_masks(self, crops: np.ndarray, lm: np.ndarray) -> np.ndarray:
         """(N, 4, S, S) float32 RAFSwap regions from FaceMesh polygons of the crops."""
@@ -386,10 +387,7 @@ class FaceSwapper:
         pts = np.stack([p for _, p in smoothed])
         crops, mats = self._crops(frame, pts)
         boxes = det.boxes[chosen]
-        lm_frame = self.facemesh.predict_batch(frame, boxes)
-        lm = lm_frame.copy()
-        for i, M in enumerate(mats):
-            lm[i, :, :2] = transform_points(lm_frame[i, :, :2], M)
+        lm_frame, lm = self._landmarks(frame, boxes, mats)
         swaps = self.generate(crops, lm, source)
         out = frame
         for i, (track, p) in enumerate(smoothed):

@@ -40,9 +40,39 @@ class EngineConfig(StrictConfig):
     zero_stage: Literal[0, 1, 2] = Field(
         0, description="ZeRO stage (3 cannot take the GAN's several backward passes per step)."
     )
-    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Engine precision.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="DeepSpeed precision: `bf16`/`fp16` cast the weights themselves (fp32 "
+        "master copies in the optimizer).",
+    )
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     grad_clip: float = Field(0.0, ge=0, description="Gradient norm clip; 0 = off.")
+    memory_format: Literal["contiguous", "channels_last"] = Field(
+        "contiguous",
+        description="`channels_last`: the module's 4-D weights and the 4-D inputs of its "
+        "forward passes in NHWC (faster convolutions on tensor cores and oneDNN).",
+    )
+    autocast: Literal["none", "bf16"] = Field(
+        "none",
+        description="`bf16`: the engine's forward passes in the phases run under "
+        "torch.autocast(bf16) on the tensors' device; the weights stay fp32 (unlike "
+        "`precision: bf16`) and outputs come back as fp32 for the losses.",
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the engine's module in place (DeepSpeed engine.compile(); "
+        "state-dict keys unchanged). The first steps pay the compilation.",
+    )
+
+    @model_validator(mode="after")
+    def _autocast_with_fp16(self) -> EngineConfig:
+        if self.autocast == "bf16" and self.precision == "fp16":
+            raise ValueError(
+                "autocast: bf16 with precision: fp16 would run fp16 weights under a bf16 "
+                "autocast; choose one: autocast: bf16 with precision: fp32 (fp32 weights, "
+                "bf16 matmuls/convolutions) or precision: bf16/fp16 with autocast: none"
+            )
+        return self
 
 
 class PhasesConfig(StrictConfig):

@@ -45,7 +45,7 @@ from training.data import (
     stack_annotations,
 )
 from training.ema import EMA, recompute_batch_norm
-from training.engine import build_engine, set_requires_grad
+from training.engine import build_engine, eager_when_compiled, forward_of, set_requires_grad
 from training.indexed_pairs import IdentityIndex, IndexedPairSource
 from training.preemption import PreemptedError, Preemption
 from training.registry import (
@@ -157,20 +157,26 @@ def run_phases(
 
     Returns (statistics as floats, the detached swap (B, 3, S, S), names of the phases
     skipped for a non-finite loss).
+
+    The objectives call each engine through :class:`~training.engine.Forward` (its
+    ``memory_format`` and ``autocast``; outputs back in fp32 for the losses); Dreg runs
+    compiled modules eagerly (a gradient penalty's double backward).
     """
+    g_fwd = forward_of(g_engine)
     if d_engine is None:
-        g, swap = objective.generator_loss(g_engine, None, batch)
+        g, swap = objective.generator_loss(g_fwd, None, batch)
         bad = [] if _apply(g_engine, g.loss) else ["Gmain"]
         return {k: float(v.detach()) for k, v in g.stats.items()}, swap, bad
     set_requires_grad(d_engine.module, False)
-    g, swap = objective.generator_loss(g_engine, d_engine.module, batch)
+    g, swap = objective.generator_loss(g_fwd, forward_of(d_engine, d_engine.module), batch)
     set_requires_grad(d_engine.module, True)
     bad = [] if _apply(g_engine, g.loss) else ["Gmain"]
-    d = objective.discriminator_loss(d_engine, batch, swap)
+    d = objective.discriminator_loss(forward_of(d_engine), batch, swap)
     bad += [] if _apply(d_engine, d.loss) else ["Dmain"]
     stats = {**g.stats, **d.stats}
     if step % d_reg_every == 0:
-        r = objective.d_regularization_loss(d_engine, batch, swap, d_reg_every)
+        with eager_when_compiled(d_engine):
+            r = objective.d_regularization_loss(forward_of(d_engine), batch, swap, d_reg_every)
         if r is not None:
             bad += [] if _apply(d_engine, r.loss) else ["Dreg"]
             stats.update(r.stats)

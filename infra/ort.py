@@ -14,6 +14,30 @@ def providers(use_gpu: bool) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+class DeviceUnavailableError(RuntimeError):
+    """``device: cuda`` was asked for on a process that cannot run CUDA."""
+
+
+def require_cuda() -> None:
+    """Check that this process can run the models on CUDA: onnxruntime has its CUDA provider
+    (the ``gpu`` extra, ``make setup-gpu``) and torch sees a device (on Ray: the actor
+    reserved ``gpus_per_actor``).
+
+    Raises
+    ------
+    DeviceUnavailableError : one line naming what is missing.
+    """
+    import torch
+
+    missing = []
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        missing.append("onnxruntime has no CUDAExecutionProvider (install the gpu extra)")
+    if not torch.cuda.is_available():
+        missing.append("torch sees no CUDA device")
+    if missing:
+        raise DeviceUnavailableError("device cuda: " + "; ".join(missing))
+
+
 def make_session(model: Path | str | bytes, threads: int = 1, use_gpu: bool = False):
     """An ``onnxruntime.InferenceSession`` on a file path or serialised model bytes.
 

@@ -30,18 +30,19 @@ from preprocessing.parsing import BackendUnavailableError, build_mask_backend
 from preprocessing.parsing.regions import REGION_NAMES, raf_regions
 
 
-def resolve_mask_backend(name: str, store: ModelStore, threads: int = 1):
-    """The configured label-map backend, or None for ``none``. ``auto`` picks BiSeNet when
-    its weights are present and the small U-Net otherwise. An explicitly named backend whose
-    weights are missing raises :class:`BackendUnavailableError` naming the file."""
+def resolve_mask_backend(name: str, store: ModelStore, threads: int = 1, device: str = "cpu"):
+    """The configured label-map backend on ``device`` (torch device string), or None for
+    ``none``. ``auto`` picks BiSeNet when its weights are present and the small U-Net
+    otherwise. An explicitly named backend whose weights are missing raises
+    :class:`BackendUnavailableError` naming the file."""
     if name == "none":
         return None
     if name == "auto":
         try:
-            return build_mask_backend("bisenet", store, threads=threads)
+            return build_mask_backend("bisenet", store, threads=threads, device=device)
         except BackendUnavailableError:
-            return build_mask_backend("unet", store, threads=threads)
-    return build_mask_backend(name, store, threads=threads)
+            return build_mask_backend("unet", store, threads=threads, device=device)
+    return build_mask_backend(name, store, threads=threads, device=device)
 
 
 def regions_bitmask(label_map: np.ndarray) -> np.ndarray:
@@ -111,7 +112,8 @@ class FaceAnnotator:
         self.identity_encoder = IdentityEncoder(
             store, cfg.identity_model, threads=threads, use_gpu=use_gpu
         )
-        self.backend = resolve_mask_backend(cfg.annotate.mask_backend, store, threads)
+        device = "cuda" if use_gpu else "cpu"
+        self.backend = resolve_mask_backend(cfg.annotate.mask_backend, store, threads, device)
         need_mesh = cfg.annotate.landmarks_468 or (self.backend and self.backend.name == "facemesh")
         self.facemesh = FaceMesh(store, threads=threads, use_gpu=use_gpu) if need_mesh else None
 
@@ -120,7 +122,7 @@ class FaceAnnotator:
         return self.backend.name if self.backend is not None else None
 
     def prepare_one(self, row: dict) -> FaceAnnotation:
-        """Decode and align one face (no batched model yet).
+        """Decode and align one face (no model yet: :meth:`finish` runs them on a batch).
 
         Parameters
         ----------
@@ -130,13 +132,13 @@ class FaceAnnotator:
         Returns
         -------
         FaceAnnotation
-            Crops (S, S, 3) uint8, the 112-px ArcFace crop, metadata, FaceMesh landmarks
-            and the ground-truth mask when the source has one; :meth:`finish` adds the rest.
+            Crops (S, S, 3) uint8, the 112-px ArcFace crop, metadata and the ground-truth
+            mask when the source has one; :meth:`finish` adds the rest.
 
         Raises
         ------
         RuntimeError
-            The image no longer decodes; any error of alignment or FaceMesh.
+            The image no longer decodes; any error of alignment.
         """
         decoded = load_image(self.paths.data_path(row["path"]), self.cfg.max_image_pixels)
         if decoded.image is None:
@@ -151,12 +153,7 @@ class FaceAnnotator:
         face112, _ = align_face(img, kps, self.identity_encoder.input_size, "arcface")
         meta = self._meta(row, kps, transforms)
         ann = FaceAnnotation(key=row["key"], crops=crops, face112=face112, meta=meta)
-        ann.extras = {"image": img, "M": M, "kps": kps}
-        if self.facemesh is not None:
-            lm = self.facemesh.predict(img, np.asarray(row["bbox"], dtype=np.float64))
-            ann.extras["lmk468_image"] = lm
-            if self.cfg.annotate.landmarks_468:
-                ann.landmarks468 = _points_to_crop(lm, M)
+        ann.extras = {"image": img, "M": M, "kps": kps, "bbox": row["bbox"]}
         if row.get("mask_path"):
             label = _read_label_map(self.paths.data_path(row["mask_path"]))
             ann.gt_mask = _warp_label_map(label, M, img.shape, primary.size)
@@ -196,9 +193,20 @@ class FaceAnnotator:
         }
 
     def finish(self, anns: list[FaceAnnotation]) -> None:
-        """Batched models over prepared faces: embeddings and label maps; frees the images."""
+        """The models over prepared faces, each as one batch: FaceMesh landmarks, identity
+        embeddings and label maps; frees the images. Raises what a model raises (the caller
+        retries face by face to find the one that fails)."""
         if not anns:
             return
+        if self.facemesh is not None:
+            lms = self.facemesh.predict_faces(
+                [a.extras["image"] for a in anns],
+                np.asarray([a.extras["bbox"] for a in anns], dtype=np.float64),
+            )
+            for a, lm in zip(anns, lms, strict=True):
+                a.extras["lmk468_image"] = lm
+                if self.cfg.annotate.landmarks_468:
+                    a.landmarks468 = _points_to_crop(lm, a.extras["M"])
         emb = self.identity_encoder.embed(np.stack([a.face112 for a in anns]))
         for a, e in zip(anns, emb, strict=True):
             a.embedding = e

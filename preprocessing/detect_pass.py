@@ -16,11 +16,13 @@ from pathlib import Path
 
 import cv2
 import imagehash
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
 from infra.models import ModelStore
+from infra.ort import require_cuda
 from infra.paths import ProjectPaths
 from preprocessing.config import PrepareConfig
 from preprocessing.decode import load_image
@@ -82,22 +84,24 @@ class DetectFaces:
 
     def __init__(self, cfg: PrepareConfig, paths: ProjectPaths):
         store = ModelStore(paths.models_dir)
-        threads, gpu = cfg.ray.threads_per_actor, cfg.ray.gpus_per_actor > 0
+        threads, gpu = cfg.ray.threads_per_actor, cfg.ray.device == "cuda"
+        if gpu:
+            require_cuda()
         cv2.setNumThreads(threads)
         self.cfg = cfg
         self.paths = paths
         self.detector = FaceDetector(
-            store.path(cfg.detection.model), cfg.detection, threads=threads, use_gpu=gpu
+            store.path(cfg.detection.model),
+            cfg.detection,
+            threads=threads,
+            use_gpu=gpu,
+            batch_size=cfg.ray.model_batch,
         )
         self.pose = HeadPose(store, margin=cfg.detection.pose_margin, threads=threads, use_gpu=gpu)
 
-    def measure(self, row: dict) -> dict:
-        """Decode, pHash, detect and measure one input; returns one detection-schema row.
-
-        Measurements belong to the largest face: box, 5 landmarks, score, size
-        (sqrt of box area, px), FSA-Net yaw/pitch/roll and eye-landmark roll (degrees).
-        Failures become a ``reason``; nothing here raises for bad input.
-        """
+    def _start(self, row: dict) -> tuple[dict, np.ndarray | None]:
+        """A detection-schema row for ``row`` with what decoding tells (size, pHash, or the
+        reason it does not decode), and the decoded RGB image or None."""
         out = {name: None for name in DETECTION_SCHEMA.names}
         out.update(
             {k: row[k] for k in ("key", "source", "path", "listed", "identity", "mask_path")}
@@ -107,33 +111,69 @@ class DetectFaces:
         out.update(width=decoded.width, height=decoded.height)
         if decoded.image is None:
             out.update(reason=decoded.reason, detail=decoded.detail)
-            return out
+            return out, None
         try:
             out["phash"] = str(imagehash.phash(Image.fromarray(decoded.image)))
-            faces = self.detector.detect(decoded.image)
+        except Exception as e:
+            out.update(reason=Reason.DETECT_ERROR, detail=f"{type(e).__name__}: {e}")
+            return out, None
+        return out, decoded.image
+
+    def _measure(self, outs: list[dict], images: list[np.ndarray]) -> None:
+        """Detect in ``images`` as a batch and fill their rows: measurements of the largest
+        face (box, 5 landmarks, score, size = sqrt of box area in px, FSA-Net yaw/pitch/roll
+        and eye-landmark roll in degrees). Raises whatever a model raises."""
+        found = self.detector.detect_batch(images)
+        with_face = [i for i, faces in enumerate(found) if len(faces)]
+        poses = self.pose.predict_batch(
+            [images[i] for i in with_face], [found[i].boxes[0] for i in with_face]
+        )
+        for out, faces in zip(outs, found, strict=True):
             out.update(
                 num_detections=len(faces),
                 num_faces=faces.count(self.cfg.detection.min_relative_size),
                 det_padded=faces.padded,
             )
-            if len(faces):
-                yaw, pitch, roll = self.pose.predict(decoded.image, faces.boxes[0])
-                out.update(
-                    det_score=float(faces.scores[0]),
-                    face_size=float(faces.sides[0]),
-                    bbox=faces.boxes[0].tolist(),
-                    landmarks=faces.landmarks[0].reshape(-1).tolist(),
-                    yaw=float(yaw),
-                    pitch=float(pitch),
-                    roll=float(roll),
-                    eye_roll=eye_roll(faces.landmarks[0]),
-                )
-        except Exception as e:  # a model failure on one image must not end the job
-            out.update(reason=Reason.DETECT_ERROR, detail=f"{type(e).__name__}: {e}")
-        return out
+        for i, (yaw, pitch, roll) in zip(with_face, poses, strict=True):
+            faces = found[i]
+            outs[i].update(
+                det_score=float(faces.scores[0]),
+                face_size=float(faces.sides[0]),
+                bbox=faces.boxes[0].tolist(),
+                landmarks=faces.landmarks[0].reshape(-1).tolist(),
+                yaw=float(yaw),
+                pitch=float(pitch),
+                roll=float(roll),
+                eye_roll=eye_roll(faces.landmarks[0]),
+            )
+
+    def measure_batch(self, rows: list[dict]) -> list[dict]:
+        """Decode, pHash, detect and measure inputs; one detection-schema row per input.
+
+        The decoded images go through the models together (``cfg.ray.model_batch`` per call).
+        If a model fails on the batch, its images are measured one by one so the failure is
+        recorded as ``detect_error`` on the image that caused it; nothing here raises for
+        bad input.
+        """
+        started = [self._start(r) for r in rows]
+        live = [(out, img) for out, img in started if img is not None]
+        try:
+            self._measure([o for o, _ in live], [img for _, img in live])
+        except Exception:  # a model failure on one image must not end the job
+            for out, img in live:
+                try:
+                    self._measure([out], [img])
+                except Exception as e:
+                    out.update(reason=Reason.DETECT_ERROR, detail=f"{type(e).__name__}: {e}")
+        return [out for out, _ in started]
+
+    def measure(self, row: dict) -> dict:
+        """:meth:`measure_batch` of one input."""
+        return self.measure_batch([row])[0]
 
     def run_chunk(self, spec: dict) -> pa.Table:
-        rows = [self.measure(r) for r in json.loads(spec["rows"])]
+        todo, n = json.loads(spec["rows"]), self.cfg.ray.model_batch
+        rows = [r for i in range(0, len(todo), n) for r in self.measure_batch(todo[i : i + n])]
         table = pa.Table.from_pylist(rows, schema=DETECTION_SCHEMA)
         write_chunk(table, Path(spec["path"]), spec["fingerprint"])
         return table

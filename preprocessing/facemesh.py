@@ -140,9 +140,32 @@ class FaceMesh:
         ------
         ValueError : ``rgb`` is not (H, W, 3) uint8 or a box has no area.
         """
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
         boxes = np.asarray(bboxes, dtype=np.float64).reshape(-1, 4)
+        return self.predict_faces([rgb] * len(boxes), boxes)
+
+    def predict_faces(self, images: list[np.ndarray], bboxes: np.ndarray) -> np.ndarray:
+        """Landmarks of N faces, one per (image, box) pair, in one network call.
+
+        Parameters
+        ----------
+        images : N (H, W, 3) uint8 RGB images (the same image may repeat).
+        bboxes : (N, 4) face boxes ``x1, y1, x2, y2`` in pixels of the matching image.
+
+        Returns
+        -------
+        (N, 468, 3) float32 landmarks in image pixels (see :meth:`predict`); a face's result
+        does not depend on the others in the batch beyond float rounding.
+
+        Raises
+        ------
+        ValueError : an image is not (H, W, 3) uint8, a box has no area, or the counts differ.
+        """
+        boxes = np.asarray(bboxes, dtype=np.float64).reshape(-1, 4)
+        if len(images) != len(boxes):
+            raise ValueError(f"{len(images)} images for {len(boxes)} boxes")
+        for rgb in images:
+            if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+                raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
         if len(boxes) == 0:
             return np.zeros((0, 468, 3), np.float32)
         mats = [crop_matrix(b, self.crop_scale) for b in boxes]
@@ -156,7 +179,7 @@ class FaceMesh:
                     borderMode=cv2.BORDER_CONSTANT,
                     borderValue=(0, 0, 0),
                 )
-                for M in mats
+                for rgb, M in zip(images, mats, strict=True)
             ]
         )
         x = (crops.astype(np.float32) - self.mean) / self.std

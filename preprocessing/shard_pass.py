@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import webdataset as wds
 
+from infra.ort import require_cuda
 from infra.paths import ProjectPaths
 from preprocessing.annotate import FaceAnnotator
 from preprocessing.config import PrepareConfig
@@ -32,8 +33,6 @@ OUTCOME_SCHEMA = pa.schema(
         ("bytes", pa.int64()),
     ]
 )
-
-MINI_BATCH = 32
 
 
 def shard_fingerprint(plan_rows: str, settings: dict) -> str:
@@ -56,6 +55,12 @@ def read_sidecar(shard_dir: Path, plan: str, fingerprint: str) -> list[dict] | N
     return side["outcomes"]
 
 
+def _failed(key: str, error: Exception) -> dict:
+    """The outcome row of a face that could not be annotated."""
+    detail = f"{type(error).__name__}: {error}"
+    return {"key": key, "shard": None, "ok": False, "detail": detail, "bytes": 0}
+
+
 class ShardWriteError(OSError):
     """A shard could not be written (the message names the shard and the cause)."""
 
@@ -74,28 +79,35 @@ class WriteShards:
     def __init__(self, cfg: PrepareConfig, paths: ProjectPaths, shard_dir: str):
         self.cfg = cfg
         self.shard_dir = Path(shard_dir)
+        if cfg.ray.device == "cuda":
+            require_cuda()
         self.annotator = FaceAnnotator(
-            cfg, paths, cfg.ray.threads_per_actor, cfg.ray.gpus_per_actor > 0
+            cfg, paths, cfg.ray.threads_per_actor, cfg.ray.device == "cuda"
         )
 
     def _annotated(self, rows: list[dict], outcomes: list[dict]):
-        """Yield annotated faces in plan order; failures go to ``outcomes``."""
-        for i in range(0, len(rows), MINI_BATCH):
+        """Yield annotated faces in plan order, ``cfg.ray.model_batch`` faces per model call;
+        failures go to ``outcomes``. When a model fails on a batch, its faces are annotated
+        one by one so only the face that fails is recorded as failed."""
+        size = self.cfg.ray.model_batch
+        for i in range(0, len(rows), size):
             batch = []
-            for row in rows[i : i + MINI_BATCH]:
+            for row in rows[i : i + size]:
                 try:
                     batch.append(self.annotator.prepare_one(row))
                 except Exception as e:
-                    outcomes.append(
-                        {
-                            "key": row["key"],
-                            "shard": None,
-                            "ok": False,
-                            "detail": f"{type(e).__name__}: {e}",
-                            "bytes": 0,
-                        }
-                    )
-            self.annotator.finish(batch)
+                    outcomes.append(_failed(row["key"], e))
+            try:
+                self.annotator.finish(batch)
+            except Exception:
+                done = []
+                for ann in batch:
+                    try:
+                        self.annotator.finish([ann])
+                        done.append(ann)
+                    except Exception as e:
+                        outcomes.append(_failed(ann.key, e))
+                batch = done
             yield from batch
 
     def write(self, plan: dict) -> list[dict]:

@@ -1,16 +1,20 @@
-"""Throughput of the prepare job against a naive per-image loop, and its Ray scaling.
+"""Throughput of the prepare job against a naive per-image loop: batched inference, one
+image per model call, and Ray scaling.
 
-    python -m preprocessing.benchmarks.throughput [--limit N] [--csv identity_index.csv]
+    python -m preprocessing.benchmarks.throughput [--limit N] [--with-celebamask]
+        [--actors 1,2] [--batch-sizes 1,32]
 
-Three measurements on the same images, in one run, printed as a table:
+Measurements on the same images, in one run, printed as a table:
 
 * ``naive``: one process, one image at a time, InsightFace ``FaceAnalysis`` style: decode →
   SCRFD at 640 → FSA-Net pose → align (ArcFace 112 + the configured crops) → embed →
   FaceMesh → label map, every model called per face with onnxruntime/torch default
   threading (all cores).
-* ``ray xN``: the prepare job's two passes (:func:`preprocessing.prepare.detect_all` and
-  :func:`preprocessing.prepare.write_all_shards`) with N actors of one thread each, producing
-  the same annotations plus shards; Ray start-up is excluded, actor start-up is included.
+* ``ray xN, batch B``: the prepare job's two passes (:func:`preprocessing.prepare.detect_all`
+  and :func:`preprocessing.prepare.write_all_shards`) with N actors of one thread each and
+  ``prepare.ray.batch_size`` B (images or faces per model call; B = 1 calls every model once
+  per image, as pass 1 did before batching), producing the same annotations plus shards; Ray
+  start-up is excluded, actor start-up is included.
 
 Figures: faces/s, faces/s per core used, and the peak resident memory of one worker
 (psutil, sampled every 0.2 s: the naive process, or the largest Ray map worker).
@@ -129,7 +133,7 @@ def run_naive(paths: list[str], models_dir: Path, crops: list[dict], backend: st
     }
 
 
-def run_ray(cfg_dict: dict, paths: ProjectPaths, actors: int, items) -> dict:
+def run_ray(cfg_dict: dict, paths: ProjectPaths, actors: int, items, batch: int) -> dict:
     import pandas as pd
 
     from infra.models import ModelStore
@@ -148,6 +152,7 @@ def run_ray(cfg_dict: dict, paths: ProjectPaths, actors: int, items) -> dict:
                 "num_actors": actors,
                 "cpus_per_actor": 0.5,
                 "threads_per_actor": 1,
+                "batch_size": batch,
             },
         },
         "prepare",
@@ -169,13 +174,15 @@ def run_ray(cfg_dict: dict, paths: ProjectPaths, actors: int, items) -> dict:
             t2 = time.perf_counter()
     faces = int(pd.Series(res["ok"]).sum())
     return {
-        "name": f"ray x{actors} (1 thread per actor)",
+        "name": f"ray x{actors}, batch {batch} (1 thread/actor)",
         "faces": faces,
         "seconds": t2 - t0,
         "cores": min(actors, os.cpu_count()),
         "peak_rss": rss.peak,
         "peak_uss": rss.peak_uss,
         "detail": f"pass 1 {t1 - t0:.1f} s, pass 2 {t2 - t1:.1f} s, {len(det)} images",
+        "actors": actors,
+        "batch": batch,
     }
 
 
@@ -186,6 +193,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--limit", type=int, default=0, help="first N images of the CSV (0 = all)")
     ap.add_argument("--actors", default="1,2", help="Ray actor counts to measure")
+    ap.add_argument(
+        "--batch-sizes", default="1,32", help="prepare.ray.batch_size values to measure"
+    )
     ap.add_argument(
         "--with-celebamask",
         action="store_true",
@@ -229,27 +239,34 @@ def main(argv: list[str] | None = None) -> None:
     files = [str(paths.data_path(i.path)) for i in items]
     rows = [run_naive(files, paths.models_dir, crops, cfg.annotate.mask_backend)]
     for n in [int(a) for a in args.actors.split(",")]:
-        rows.append(run_ray(cfg_dict, paths, n, items))
+        for b in [int(x) for x in args.batch_sizes.split(",")]:
+            rows.append(run_ray(cfg_dict, paths, n, items, b))
     base = rows[0]["faces"] / rows[0]["seconds"] / rows[0]["cores"]
-    one = None
     print(
-        f"\n{'run':<38}{'faces':>6}{'s':>8}{'faces/s':>9}{'/core':>8}{'x naive/core':>14}"
+        f"\n{'run':<42}{'faces':>6}{'s':>8}{'faces/s':>9}{'/core':>8}{'x naive/core':>14}"
         f"{'peak RSS / USS per worker':>27}"
     )
     for r in rows:
         fps = r["faces"] / r["seconds"]
         per_core = fps / r["cores"]
         print(
-            f"{r['name']:<38}{r['faces']:>6}{r['seconds']:>8.1f}{fps:>9.2f}{per_core:>8.2f}"
+            f"{r['name']:<42}{r['faces']:>6}{r['seconds']:>8.1f}{fps:>9.2f}{per_core:>8.2f}"
             f"{per_core / base:>14.2f}{r['peak_rss'] / 2**20:>14.0f}"
             f" / {r['peak_uss'] / 2**20:.0f} MiB"
             f"   {r.get('detail', '')}"
         )
-        if r["name"].startswith("ray x1"):
-            one = fps
-    two = [r for r in rows if r["name"].startswith("ray x2")]
-    if one and two:
-        print(f"\nscaling 1 → 2 Ray workers: {two[0]['faces'] / two[0]['seconds'] / one:.2f}x")
+    _ratios(rows)
+
+
+def _ratios(rows: list[dict]) -> None:
+    """Batched / batch-1 at each actor count, and 1 → 2 actors at each batch size."""
+    fps = {r["name"]: r["faces"] / r["seconds"] for r in rows}
+    runs = {(r["actors"], r["batch"]): fps[r["name"]] for r in rows if "actors" in r}
+    for (n, b), v in sorted(runs.items()):
+        if b != 1 and (n, 1) in runs:
+            print(f"ray x{n}: batch {b} / batch 1 = {v / runs[(n, 1)]:.2f}x")
+        if n == 2 and (1, b) in runs:
+            print(f"batch {b}: 2 actors / 1 actor = {v / runs[(1, b)]:.2f}x")
 
 
 if __name__ == "__main__":

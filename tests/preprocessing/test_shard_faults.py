@@ -67,3 +67,22 @@ def test_disk_full_leaves_no_partial_shard_and_a_rerun_completes_it(tmp_path, mo
     with tarfile.open(writer.shard_dir / "train-000003.tar") as tar:
         assert len({m.name.split(".")[0] for m in tar.getmembers()}) == 20
     assert read_sidecar(writer.shard_dir, "train-000003", "f1") == outcomes
+
+
+def test_a_model_failure_in_a_batch_fails_only_its_face(tmp_path):
+    class FailsOnFace7(_Annotator):
+        def finish(self, batch: list) -> None:
+            if any(f.key == "face007" for f in batch):
+                raise RuntimeError("simulated parser failure")
+
+    rows = [{"key": f"face{i:03d}"} for i in range(10)]
+    plan = {"shard": "train-000000", "rows": json.dumps(rows), "fingerprint": "f"}
+    writer = _writer(tmp_path)
+    writer.annotator = FailsOnFace7()
+    outcomes = writer.write(plan)
+    failed = [o["key"] for o in outcomes if not o["ok"]]
+    assert failed == ["face007"]
+    assert "simulated parser failure" in next(o["detail"] for o in outcomes if not o["ok"])
+    with tarfile.open(writer.shard_dir / "train-000000.tar") as tar:
+        keys = {n.split(".")[0] for n in tar.getnames()}
+    assert keys == {f"face{i:03d}" for i in range(10)} - {"face007"}

@@ -1,10 +1,12 @@
 """Pass 1 of ``prepare``: decode, hash, detect and measure every input (Ray Data UDF).
 
-Work is split into chunks of inputs. Each task measures one chunk and writes
-``detections/chunk-NNNNNN.parquet`` (schema :data:`DETECTION_SCHEMA`, one row per input)
-with a fingerprint of the inputs and settings in its metadata, so a rerun skips the chunks
-that are already done. Rows keep the items' ``path``/``mask_path`` as listed (relative to
-``paths.data_root``); the actors open them through :meth:`ProjectPaths.data_path`.
+Work is split into chunks of inputs. The driver writes the inputs once to
+``detections/inputs.parquet`` (:data:`INPUT_SCHEMA`, one row group per chunk); each task
+reads its chunk's row group, measures it and writes ``detections/chunk-NNNNNN.parquet``
+(schema :data:`DETECTION_SCHEMA`, one row per input) with a fingerprint of the inputs and
+settings in its metadata, so a rerun skips the chunks that are already done. Rows keep the
+items' ``path``/``mask_path`` as listed (relative to ``paths.data_root``); the actors open
+them through :meth:`ProjectPaths.data_path`.
 """
 
 from __future__ import annotations
@@ -49,17 +51,32 @@ def detection_fingerprint(cfg: PrepareConfig, store: ModelStore, keys: list[str]
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def read_chunk(path: Path, fingerprint: str) -> pa.Table | None:
-    """The chunk's table when its file exists with this fingerprint, else None."""
+#: What a detection task reads of each input (the first columns of the detection rows).
+INPUT_SCHEMA = pa.schema([DETECTION_SCHEMA.field(n) for n in DETECTION_SCHEMA.names[:6]])
+
+
+def write_inputs(table: pa.Table, path: Path, chunk_size: int) -> None:
+    """Write the inputs to detect atomically, one row group of ``chunk_size`` rows per chunk
+    (row group ``n`` is chunk ``n``)."""
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, row_group_size=chunk_size)
+    os.replace(tmp, path)
+
+
+def read_inputs(path: Path, chunk: int) -> list[dict]:
+    """Chunk ``chunk``'s input rows (:data:`INPUT_SCHEMA` dicts)."""
+    return pq.ParquetFile(path).read_row_group(chunk).to_pylist()
+
+
+def chunk_done(path: Path, fingerprint: str) -> bool:
+    """True when the chunk's result file exists with this fingerprint."""
     if not path.is_file():
-        return None
+        return False
     try:
         meta = pq.read_schema(path).metadata or {}
     except (OSError, pa.ArrowInvalid):
-        return None
-    if meta.get(FINGERPRINT_KEY, b"").decode() != fingerprint:
-        return None
-    return pq.read_table(path)
+        return False
+    return meta.get(FINGERPRINT_KEY, b"").decode() == fingerprint
 
 
 def write_chunk(table: pa.Table, path: Path, fingerprint: str) -> None:
@@ -73,7 +90,8 @@ def write_chunk(table: pa.Table, path: Path, fingerprint: str) -> None:
 
 class DetectFaces:
     """Callable class for ``Dataset.map_batches`` over chunk specs (``{"chunk", "path",
-    "fingerprint", "rows"}``); holds the detector and head-pose models of one actor.
+    "fingerprint", "inputs"}``); holds the detector and head-pose models of one actor.
+    Results go to the chunk's Parquet file; the task returns one summary row per chunk.
 
     Parameters
     ----------
@@ -171,13 +189,18 @@ class DetectFaces:
         """:meth:`measure_batch` of one input."""
         return self.measure_batch([row])[0]
 
-    def run_chunk(self, spec: dict) -> pa.Table:
-        todo, n = json.loads(spec["rows"]), self.cfg.ray.model_batch
+    def run_chunk(self, spec: dict) -> int:
+        """Measure one chunk and write its result file; returns its row count."""
+        todo, n = read_inputs(Path(spec["inputs"]), spec["chunk"]), self.cfg.ray.model_batch
         rows = [r for i in range(0, len(todo), n) for r in self.measure_batch(todo[i : i + n])]
-        table = pa.Table.from_pylist(rows, schema=DETECTION_SCHEMA)
-        write_chunk(table, Path(spec["path"]), spec["fingerprint"])
-        return table
+        write_chunk(
+            pa.Table.from_pylist(rows, schema=DETECTION_SCHEMA),
+            Path(spec["path"]),
+            spec["fingerprint"],
+        )
+        return len(rows)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        tables = [self.run_chunk(spec) for spec in batch.to_pylist()]
-        return pa.concat_tables(tables) if tables else DETECTION_SCHEMA.empty_table()
+        specs = batch.to_pylist()
+        counts = [self.run_chunk(spec) for spec in specs]
+        return pa.table({"chunk": [s["chunk"] for s in specs], "rows": counts})

@@ -21,10 +21,8 @@ Adding a filter is adding a row to :data:`FUNNEL` (and its settings to
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -144,53 +142,87 @@ def _check_reasons(step: FilterStep, reason: pd.Series | str, hit: pd.Series) ->
         raise ValueError(f"filter step {step.name!r} gave {sorted(given)}, owns {step.reasons}")
 
 
-def duplicate_entry_groups(listed: pd.Series, pattern: str) -> pd.Series:
+def duplicate_entry_groups(
+    listed: pd.Series, pattern: str, source: pd.Series | None = None
+) -> pd.Series:
     """For each listed path, the size of its ``x_NN`` group (1 = alone or no match).
 
-    Files group when they sit in the same folder and their stems match ``pattern`` with the
-    same ``stem`` group, e.g. ``n001/001_01.jpg`` and ``n001/001_02.jpg``.
+    Files group when they come from the same source, sit in the same folder and their stems
+    match ``pattern`` (anchored at the start) with the same ``stem`` group, e.g.
+    ``n001/001_01.jpg`` and ``n001/001_02.jpg``. A group's size counts distinct files: a file
+    listed twice (``listed_twice``) does not make a group with itself. Vectorised (pandas
+    string methods), so millions of rows take seconds.
     """
-    rx = re.compile(pattern)
+    parts = listed.str.rpartition("/")
+    stem = parts[2].str.replace(r"(?<=.)\.[^.]+$", "", regex=True)  # PurePath.stem
+    found = stem.str.extract(f"^(?:{pattern})")["stem"]
+    prefix = source.astype(str) + "\0" if source is not None else ""
+    keys = (prefix + parts[0] + "/" + found).where(found.notna())
+    distinct = pd.DataFrame({"k": keys, "f": listed}).dropna().drop_duplicates()
+    sizes = keys.map(distinct.groupby("k").size())
+    return sizes.fillna(1).astype(int)
 
-    def group_key(p: str) -> str | None:
-        path = PurePosixPath(p)
-        m = rx.match(path.stem)
-        return f"{path.parent}/{m.group('stem')}" if m else None
 
-    keys = listed.map(group_key)
-    sizes = keys.map(keys.value_counts())
-    return sizes.where(keys.notna(), 1).astype(int)
+def _phash_words(hashes: pd.Series) -> np.ndarray:
+    """Hex pHash strings (64 bits, as ``imagehash`` prints them) → (N,) uint64."""
+    return np.fromiter((int(h, 16) for h in hashes), dtype=np.uint64, count=len(hashes))
+
+
+def _greedy_duplicates(words: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """One group, rows in visiting order: for each row the index of the earlier kept row it
+    duplicates (nearest; first on ties) or -1, and that Hamming distance (bits) or -1.
+
+    Rows without any earlier row within ``max_distance`` are kept without a loop; only rows
+    that have one are resolved in order (an earlier row may itself be a duplicate)."""
+    n = len(words)
+    of = np.full(n, -1, np.int64)
+    dist = np.full(n, -1, np.int64)
+    candidates = []
+    for start in range(0, n, 1024):  # blocks bound the (block × n) distance matrix
+        d = np.bitwise_count(words[start : start + 1024, None] ^ words[None, :])
+        rows, cols = np.nonzero(d <= max_distance)
+        earlier = cols < rows + start
+        candidates.append(np.unique(rows[earlier]) + start)
+    kept = np.ones(n, bool)
+    for i in np.concatenate(candidates):
+        d = np.bitwise_count(words[:i] ^ words[i]).astype(np.int64)
+        d[~kept[:i]] = 1 << 30
+        j = int(d.argmin())
+        if d[j] <= max_distance:
+            kept[i], of[i], dist[i] = False, j, d[j]
+    return of, dist
 
 
 def near_duplicates(df: pd.DataFrame, max_distance: int) -> tuple[pd.Series, pd.Series]:
     """Near-duplicate photos within each identity (or source when unlabelled).
 
     Rows are visited largest image first (then by key); a row within ``max_distance`` bits
-    (pHash Hamming distance) of an already kept row is a duplicate of it. Returns
-    (duplicate_of key or None, distance or NaN), indexed like ``df``.
+    (pHash Hamming distance) of an already kept row is a duplicate of the nearest such row
+    (the first visited on ties). Returns (duplicate_of key or None, distance or NaN),
+    indexed like ``df``. Distances are popcounts of 64-bit XORs; each group costs a few
+    numpy calls plus one per row that has an earlier near row.
     """
-    of = pd.Series(None, index=df.index, dtype=object)
-    dist = pd.Series(np.nan, index=df.index)
     groups = df["identity"].fillna("source:" + df["source"])
     order = df.assign(_area=-(df["width"] * df["height"]), _g=groups).sort_values(
         ["_g", "_area", "key"]
     )
-    for _, g in order.groupby("_g", sort=False):
-        if len(g) < 2:
+    words = _phash_words(order["phash"])
+    codes = order["_g"].to_numpy()
+    bounds = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    of_pos = np.full(len(order), -1, np.int64)
+    dist = np.full(len(order), np.nan)
+    for s, e in zip(np.r_[0, bounds], np.r_[bounds, len(order)], strict=True):
+        if e - s < 2:
             continue
-        bits = np.array([[int(c, 16) for c in h] for h in g["phash"]], dtype=np.uint8)
-        bits = np.unpackbits(bits[:, :, None], axis=2)[:, :, 4:].reshape(len(g), -1)
-        kept_rows: list[int] = []
-        for i in range(len(g)):
-            if kept_rows:
-                d = (bits[kept_rows] != bits[i]).sum(1)
-                j = int(d.argmin())
-                if d[j] <= max_distance:
-                    of[g.index[i]] = g["key"].iloc[kept_rows[j]]
-                    dist[g.index[i]] = float(d[j])
-                    continue
-            kept_rows.append(i)
-    return of, dist
+        j, d = _greedy_duplicates(words[s:e], max_distance)
+        hit = np.flatnonzero(j >= 0)
+        of_pos[s + hit], dist[s + hit] = s + j[hit], d[hit]
+    keys = order["key"].to_numpy()
+    of = np.where(of_pos >= 0, keys[np.maximum(of_pos, 0)], None)
+    return (
+        pd.Series(of, index=order.index, dtype=object).reindex(df.index),
+        pd.Series(dist, index=order.index).reindex(df.index),
+    )
 
 
 def _listed(funnel: Funnel) -> Rejection:
@@ -204,7 +236,7 @@ def _duplicate_entries(funnel: Funnel) -> Rejection | None:
     f = funnel.filters.duplicate_entries
     if not f.enabled:
         return None
-    sizes = duplicate_entry_groups(funnel.df["listed"], f.pattern)
+    sizes = duplicate_entry_groups(funnel.df["listed"], f.pattern, funnel.df["source"])
     detail = "one of " + sizes.astype(str) + " entries split from one photo"
     return Rejection(sizes > 1, Reason.DUPLICATE_ENTRY, detail)
 

@@ -46,7 +46,13 @@ from infra.paths import ProjectPaths
 from infra.raycluster import ray_session
 from preprocessing.annotate import REGION_NAMES, resolve_mask_backend
 from preprocessing.config import PrepareConfig
-from preprocessing.detect_pass import DetectFaces, detection_fingerprint, read_chunk
+from preprocessing.detect_pass import (
+    INPUT_SCHEMA,
+    DetectFaces,
+    chunk_done,
+    detection_fingerprint,
+    write_inputs,
+)
 from preprocessing.facemesh import MODEL_NAME as FACEMESH_MODEL
 from preprocessing.filters import assign_split, decide, plan_shards
 from preprocessing.funnel_report import write_funnel
@@ -60,7 +66,13 @@ from preprocessing.records import (
     InputItem,
     Reason,
 )
-from preprocessing.shard_pass import WriteShards, read_sidecar, shard_fingerprint
+from preprocessing.shard_pass import (
+    PLANS_FILE,
+    WriteShards,
+    read_sidecar,
+    shard_fingerprint,
+    write_plans,
+)
 from preprocessing.sources import read_sources
 
 log = logging.getLogger(__name__)
@@ -263,6 +275,12 @@ def detect_all(
 ) -> pd.DataFrame:
     """Pass 1: one detection row per item, chunk files reused when their fingerprint matches.
 
+    The items to detect are written once to ``detections/inputs.parquet``, sorted by key,
+    one row group per chunk of ``ray.chunk_size``; a task gets only its chunk's number and
+    reads its rows from that file, and writes its results to ``chunk-NNNNNN.parquet``. The
+    driver then reads the chunk files: no input or result row travels through Ray's object
+    store or lives in the driver as a Python object.
+
     Parameters
     ----------
     items : all inputs; those a reader rejected get a row without measurements.
@@ -275,27 +293,54 @@ def detect_all(
     pd.DataFrame
         ``DETECTION_SCHEMA`` columns, one row per item (detected chunks first, by key).
     """
-    todo = sorted((i for i in items if i.reason is None), key=lambda i: i.key)
     chunk_dir = out_dir / "detections"
-    size = cfg.ray.chunk_size
-    store = ModelStore(paths.models_dir)
-    tables, specs = [], []
-    for n, start in enumerate(range(0, len(todo), size)):
-        chunk = todo[start : start + size]
-        path = chunk_dir / f"chunk-{n:06d}.parquet"
-        fp = detection_fingerprint(cfg, store, [i.key for i in chunk])
-        table = read_chunk(path, fp)
-        if table is not None:
-            tables.append(table)
-        else:
-            rows = json.dumps([i.to_row() for i in chunk])
-            specs.append({"chunk": n, "path": str(path), "fingerprint": fp, "rows": rows})
-    n_chunks = -(-len(todo) // size)
-    _remove_stale(chunk_dir, r"chunk-(\d+)\.parquet", lambda m: int(m.group(1)) < n_chunks)
+    specs, files = plan_detection(items, cfg, ModelStore(paths.models_dir), chunk_dir)
     log.info(
-        "detection pass: %d chunks, %d already done, %d to run", n_chunks, len(tables), len(specs)
+        "detection pass: %d chunks, %d already done, %d to run",
+        len(files),
+        len(files) - len(specs),
+        len(specs),
     )
-    tables += _run_specs(specs, DetectFaces, {"cfg": cfg, "paths": paths}, cfg)
+    _run_specs(specs, DetectFaces, {"cfg": cfg, "paths": paths}, cfg)
+    return read_detections(files, items)
+
+
+def plan_detection(
+    items: list[InputItem], cfg: PrepareConfig, store: ModelStore, chunk_dir: Path
+) -> tuple[list[dict], list[Path]]:
+    """Write ``inputs.parquet`` (the items to detect, by key, one row group per chunk) and
+    list the chunks still to run; stale chunk files are removed.
+
+    Returns
+    -------
+    specs : ``{"chunk", "path", "fingerprint", "inputs"}`` per chunk to run
+        (:class:`~preprocessing.detect_pass.DetectFaces`).
+    files : every chunk's result file, in chunk order.
+    """
+    todo = sorted((i for i in items if i.reason is None), key=lambda i: i.key)
+    table = pa.Table.from_arrays(
+        [pa.array([getattr(i, f.name) for i in todo], f.type) for f in INPUT_SCHEMA],
+        schema=INPUT_SCHEMA,
+    )
+    del todo
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    inputs = chunk_dir / "inputs.parquet"
+    write_inputs(table, inputs, cfg.ray.chunk_size)
+    size, keys = cfg.ray.chunk_size, table.column("key")
+    specs, files = [], []
+    for n, start in enumerate(range(0, len(table), size)):
+        path = chunk_dir / f"chunk-{n:06d}.parquet"
+        fp = detection_fingerprint(cfg, store, keys.slice(start, size).to_pylist())
+        files.append(path)
+        if not chunk_done(path, fp):
+            specs.append({"chunk": n, "path": str(path), "fingerprint": fp, "inputs": str(inputs)})
+    _remove_stale(chunk_dir, r"chunk-(\d+)\.parquet", lambda m: int(m.group(1)) < len(files))
+    return specs, files
+
+
+def read_detections(files: list[Path], items: list[InputItem]) -> pd.DataFrame:
+    """The detection rows of every item: the chunk files, then the readers' rejections."""
+    tables = [pq.read_table(f, schema=DETECTION_SCHEMA) for f in files]
     tables += _reader_rejections(items)
     if not tables:
         return DETECTION_SCHEMA.empty_table().to_pandas()
@@ -339,15 +384,24 @@ def shard_settings(cfg: PrepareConfig, store: ModelStore, backend: str | None) -
     }
 
 
-def _plan_rows(by_key: pd.DataFrame, keys: list[str]) -> str:
-    """The JSON rows (:data:`SHARD_COLUMNS`) of one shard plan, plain Python values."""
-    records = by_key.loc[keys].reset_index()[SHARD_COLUMNS].to_dict(orient="records")
-    for r in records:
-        r["bbox"] = [float(v) for v in r["bbox"]]
-        r["landmarks"] = [float(v) for v in r["landmarks"]]
-        for k in ("identity", "mask_path"):  # pandas gives NaN for missing strings
-            r[k] = r[k] if isinstance(r[k], str) else None
-    return json.dumps(records)
+#: The plans file's columns (:data:`SHARD_COLUMNS`, types of the manifest).
+SHARD_SCHEMA = pa.schema([MANIFEST_SCHEMA.field(c) for c in SHARD_COLUMNS])
+
+
+def plan_table(decisions: pd.DataFrame, plans: list[dict]) -> pa.Table:
+    """The :data:`SHARD_COLUMNS` of every planned face, plans one after another."""
+    keys = [k for p in plans for k in p["keys"]]
+    rows = decisions.set_index("key").loc[keys, SHARD_COLUMNS[1:]].reset_index()
+    return pa.Table.from_pandas(rows, schema=SHARD_SCHEMA, preserve_index=False)
+
+
+def plan_fingerprints(table: pa.Table, plans: list[dict], settings: dict):
+    """Each plan's fingerprint (:func:`shard_fingerprint` of its rows' JSON), in order."""
+    start = 0
+    for p in plans:
+        rows = table.slice(start, len(p["keys"])).to_pylist()
+        start += len(p["keys"])
+        yield shard_fingerprint(json.dumps(rows), settings)
 
 
 def write_all_shards(
@@ -359,6 +413,9 @@ def write_all_shards(
     shard_dir: Path,
 ) -> pd.DataFrame:
     """Pass 2: one task per shard plan; finished plans are read from their sidecars.
+
+    The plans' rows are written once to ``shard_dir/plans.parquet`` (one row group per plan);
+    a task gets the plan's number only.
 
     Parameters
     ----------
@@ -374,17 +431,20 @@ def write_all_shards(
     pd.DataFrame
         One outcome per face: ``key``, ``shard``, ``ok``, ``detail``, ``bytes``.
     """
-    by_key = decisions.set_index("key")
     settings = shard_settings(cfg, ModelStore(paths.models_dir), backend)
+    table = plan_table(decisions, plans)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    plans_file = shard_dir / PLANS_FILE
+    write_plans(table, [len(p["keys"]) for p in plans], plans_file)
     done, specs = [], []
-    for p in plans:
-        rows = _plan_rows(by_key, p["keys"])
-        fp = shard_fingerprint(rows, settings)
+    for i, (p, fp) in enumerate(zip(plans, plan_fingerprints(table, plans, settings), strict=True)):
         outcomes = read_sidecar(shard_dir, p["shard"], fp)
         if outcomes is not None:
             done.extend(outcomes)
         else:
-            specs.append({"shard": p["shard"], "rows": rows, "fingerprint": fp})
+            spec = {"shard": p["shard"], "plan": i, "plans": str(plans_file), "fingerprint": fp}
+            specs.append(spec)
+    del table
     names = {p["shard"] for p in plans}
     _remove_stale(
         shard_dir,
@@ -433,10 +493,6 @@ def _merge_outcomes(
 def _write_manifest(decisions: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
     """Write ``manifest.parquet`` (:data:`MANIFEST_SCHEMA`, sorted by key); returns its rows."""
     df = decisions.sort_values("key", kind="stable").reset_index(drop=True)
-    for col in ("bbox", "landmarks"):
-        df[col] = df[col].map(
-            lambda v: list(v) if v is not None and not isinstance(v, float) else None
-        )
     table = pa.Table.from_pandas(
         df[MANIFEST_SCHEMA.names], schema=MANIFEST_SCHEMA, preserve_index=False
     )

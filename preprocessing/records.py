@@ -12,7 +12,7 @@ clone.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 
 import pyarrow as pa
@@ -59,7 +59,7 @@ class Reason(StrEnum):
     ANNOTATE_ERROR = "annotate_error"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InputItem:
     """One input file as listed by a source reader.
 
@@ -89,7 +89,11 @@ class InputItem:
     detail: str = ""
 
     def to_row(self) -> dict:
-        return asdict(self)
+        """The item as a plain dict (field name → value)."""
+        return {f: getattr(self, f) for f in _INPUT_FIELDS}
+
+
+_INPUT_FIELDS = tuple(f.name for f in fields(InputItem))
 
 
 def make_key(source: str, listed: str) -> str:

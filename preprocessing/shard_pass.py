@@ -1,5 +1,7 @@
 """Pass 2 of ``prepare``: annotate the kept faces and write WebDataset shards.
 
+The driver writes every plan's rows once to ``shards/plans.parquet`` (one row group per
+plan, :func:`write_plans`); a task gets the plan's number and reads its rows from there.
 One task per shard plan. Faces are annotated in mini-batches (batched embedding and
 parsing) and written in plan order; a shard that would pass ``shards.max_bytes`` rolls
 over to ``<plan>-1.tar``, ``<plan>-2.tar``…. Tars are written to temporary names and
@@ -17,6 +19,7 @@ import os
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import webdataset as wds
 
 from infra.ort import require_cuda
@@ -33,6 +36,27 @@ OUTCOME_SCHEMA = pa.schema(
         ("bytes", pa.int64()),
     ]
 )
+
+
+#: The plans' rows, relative to the shard folder.
+PLANS_FILE = "plans.parquet"
+
+
+def write_plans(table: pa.Table, sizes: list[int], path: Path) -> None:
+    """Write the plans' rows (``table``, plans one after another, ``sizes`` rows each) as
+    one row group per plan, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    with pq.ParquetWriter(tmp, table.schema) as writer:
+        start = 0
+        for n in sizes:
+            writer.write_table(table.slice(start, n), row_group_size=max(n, 1))
+            start += n
+    os.replace(tmp, path)
+
+
+def read_plan(path: Path, plan: int) -> list[dict]:
+    """Plan ``plan``'s rows as plain dicts (what :func:`write_plans` wrote)."""
+    return pq.ParquetFile(path).read_row_group(plan).to_pylist()
 
 
 def shard_fingerprint(plan_rows: str, settings: dict) -> str:
@@ -67,7 +91,7 @@ class ShardWriteError(OSError):
 
 class WriteShards:
     """Callable class for ``Dataset.map_batches`` over shard plans
-    (``{"shard", "rows", "fingerprint"}``).
+    (``{"shard", "plan", "plans", "fingerprint"}``: the plan's number, the plans file).
 
     Parameters
     ----------
@@ -135,7 +159,7 @@ class WriteShards:
 
     def _write(self, plan: dict, files: list[str]) -> list[dict]:
         """:meth:`write`; ``files`` collects the tar names as they are opened."""
-        rows = json.loads(plan["rows"])
+        rows = read_plan(Path(plan["plans"]), plan["plan"])
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         outcomes: list[dict] = []
         sink = f = None

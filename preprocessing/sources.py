@@ -31,17 +31,30 @@ def _label(source: str, raw: str | None) -> str | None:
     return raw if ":" in raw else f"{source}:{raw}"
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    """Files under ``root`` (symlinks included, dangling ones too, hidden ones too), sorted."""
-    for dirpath, dirnames, filenames in os.walk(root):
+def _walk(root: Path) -> Iterator[str]:
+    """Files under ``root`` (symlinks included, dangling ones too, hidden ones too), sorted,
+    as POSIX paths relative to ``root``."""
+    top = str(root)
+    for dirpath, dirnames, filenames in os.walk(top):
         dirnames.sort()
+        rel_dir = dirpath[len(top) + 1 :].replace(os.sep, "/")
         for name in sorted(filenames):
-            yield Path(dirpath) / name
+            yield f"{rel_dir}/{name}" if rel_dir else name
 
 
-def _hidden_part(listed: str) -> str | None:
-    """The first hidden name (``.x``) among the parts of a listed path, or None."""
-    return next((p for p in Path(listed).parts if p.startswith(".") and p not in (".", "..")), None)
+def _clean_relative(listed: str) -> str | None:
+    """``listed`` as ``PurePosixPath(listed).as_posix()`` prints it (no ``.`` or empty parts)
+    when it is relative and has no ``..`` part; None otherwise."""
+    parts = [p for p in listed.split("/") if p and p != "."]
+    if listed.startswith("/") or not parts or ".." in parts:
+        return None
+    return "/".join(parts)
+
+
+def _suffix(name: str) -> str:
+    """The extension of a file name, as ``PurePath.suffix`` gives it (``""`` for ``.x``)."""
+    i = name.rfind(".")
+    return name[i:] if 0 < i < len(name) - 1 else ""
 
 
 def data_relative(path: Path, data_root: Path) -> str:
@@ -66,30 +79,63 @@ def data_relative(path: Path, data_root: Path) -> str:
     return str(path) if ".." in rel.parts else rel.as_posix()
 
 
-def _item(
-    cfg: SourceConfig,
-    paths: ProjectPaths,
-    path: Path,
-    listed: str,
-    identity: str | None,
-    mask: Path | None = None,
-) -> InputItem:
-    reason, detail = None, ""
-    if hidden := _hidden_part(listed):
-        reason, detail = Reason.HIDDEN_FILE, f"hidden name {hidden!r}"
-    elif path.suffix.lower() not in {e.lower() for e in cfg.extensions}:
-        reason = Reason.UNSUPPORTED_EXTENSION
-        detail = f"extension {path.suffix or '(none)'!r} not in {cfg.extensions}"
-    return InputItem(
-        key=make_key(cfg.name, listed),
-        source=cfg.name,
-        path=data_relative(path, paths.data_root),
-        listed=listed,
-        identity=identity,
-        mask_path=data_relative(mask, paths.data_root) if mask is not None else None,
-        reason=reason,
-        detail=detail,
-    )
+class _Lister:
+    """Makes the :class:`InputItem` rows of one source whose files lie under ``root``.
+
+    What is the same for every file (the stored form of ``root``, the extension set, one
+    string per identity label) is computed once, and a file is handled as strings, so a
+    source of millions of files lists in seconds per million rather than minutes.
+    """
+
+    def __init__(self, cfg: SourceConfig, paths: ProjectPaths, root: Path):
+        self.cfg, self.data_root, self.root = cfg, paths.data_root, root
+        self.extensions = {e.lower() for e in cfg.extensions}
+        stored = data_relative(root, paths.data_root)
+        if os.path.isabs(stored):
+            self.prefix = f"{root}/"
+        else:
+            self.prefix = "" if stored == "." else f"{stored}/"
+        self._labels: dict[str | None, str | None] = {}
+
+    def label(self, raw: str | None) -> str | None:
+        """:func:`_label`, one string object per identity."""
+        if raw not in self._labels:
+            self._labels[raw] = _label(self.cfg.name, raw)
+        return self._labels[raw]
+
+    def under_root(
+        self, rel: str, listed: str, identity: str | None, mask: Path | None = None
+    ) -> InputItem:
+        """The item of the file ``root/rel`` (``rel`` a clean relative POSIX path)."""
+        return self._make(self.prefix + rel, listed, rel.rsplit("/", 1)[-1], identity, mask)
+
+    def at(self, path: Path, listed: str, identity: str | None) -> InputItem:
+        """The item of a file given by its full path (absolute listings, ``..`` parts)."""
+        stored = data_relative(path, self.data_root)
+        return self._make(stored, listed, path.name, identity, None)
+
+    def _make(
+        self, stored: str, listed: str, name: str, identity: str | None, mask: Path | None
+    ) -> InputItem:
+        reason, detail = None, ""
+        hidden = next(
+            (p for p in listed.split("/") if p.startswith(".") and p not in (".", "..")), None
+        )
+        if hidden:
+            reason, detail = Reason.HIDDEN_FILE, f"hidden name {hidden!r}"
+        elif _suffix(name).lower() not in self.extensions:
+            reason = Reason.UNSUPPORTED_EXTENSION
+            detail = f"extension {_suffix(name) or '(none)'!r} not in {self.cfg.extensions}"
+        return InputItem(
+            key=make_key(self.cfg.name, listed),
+            source=self.cfg.name,
+            path=stored,
+            listed=listed,
+            identity=identity,
+            mask_path=data_relative(mask, self.data_root) if mask is not None else None,
+            reason=reason,
+            detail=detail,
+        )
 
 
 def _folder(cfg: SourceConfig, paths: ProjectPaths) -> Path:
@@ -107,6 +153,7 @@ def read_identity_csv(cfg: SourceConfig, paths: ProjectPaths) -> list[InputItem]
     if not csv_path.is_file():
         raise ConfigError(f"source {cfg.name!r}: CSV {csv_path} not found")
     root = paths.data_path(cfg.root) if cfg.root else csv_path.parent
+    lister = _Lister(cfg, paths, root)
     items = []
     with csv_path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -116,10 +163,14 @@ def read_identity_csv(cfg: SourceConfig, paths: ProjectPaths) -> list[InputItem]
             )
         for row in reader:
             listed = (row.get("path") or "").strip()
-            if listed:
+            if not listed:
+                continue
+            identity = lister.label(row.get("identity"))
+            if (rel := _clean_relative(listed)) is not None:
+                items.append(lister.under_root(rel, listed, identity))
+            else:
                 p = Path(listed)
-                path = p if p.is_absolute() else root / p
-                items.append(_item(cfg, paths, path, listed, _label(cfg.name, row.get("identity"))))
+                items.append(lister.at(p if p.is_absolute() else root / p, listed, identity))
     return items
 
 
@@ -127,11 +178,11 @@ def read_vggface2(cfg: SourceConfig, paths: ProjectPaths) -> list[InputItem]:
     """VGGFace2 layout ``<path>/<identity>/<image>``: the identity is the first folder under
     ``path``; files directly in ``path`` have no identity."""
     root = _folder(cfg, paths)
+    lister = _Lister(cfg, paths, root)
     items = []
-    for f in _walk(root):
-        rel = f.relative_to(root)
-        identity = _label(cfg.name, rel.parts[0]) if len(rel.parts) > 1 else None
-        items.append(_item(cfg, paths, f, rel.as_posix(), identity))
+    for rel in _walk(root):
+        first, sep, _ = rel.partition("/")
+        items.append(lister.under_root(rel, rel, lister.label(first) if sep else None))
     return items
 
 
@@ -157,20 +208,22 @@ def read_celebahq(cfg: SourceConfig, paths: ProjectPaths) -> list[InputItem]:
     if masks is not None and not masks.is_dir():
         raise ConfigError(f"source {cfg.name!r}: masks folder {masks} not found")
     ids = _read_identity_file(paths.data_path(cfg.identities)) if cfg.identities else {}
+    lister = _Lister(cfg, paths, root)
     items = []
-    for f in _walk(root):
-        rel = f.relative_to(root).as_posix()
-        mask = masks / f"{f.stem}.png" if masks is not None else None
-        identity = _label(cfg.name, ids.get(f.name) or ids.get(rel))
+    for rel in _walk(root):
+        name = rel.rsplit("/", 1)[-1]
+        mask = masks / f"{Path(name).stem}.png" if masks is not None else None
+        identity = lister.label(ids.get(name) or ids.get(rel))
         mask = mask if mask and mask.is_file() else None
-        items.append(_item(cfg, paths, f, rel, identity, mask))
+        items.append(lister.under_root(rel, rel, identity, mask))
     return items
 
 
 def read_folder(cfg: SourceConfig, paths: ProjectPaths) -> list[InputItem]:
     """Any folder tree; no identities."""
     root = _folder(cfg, paths)
-    return [_item(cfg, paths, f, f.relative_to(root).as_posix(), None) for f in _walk(root)]
+    lister = _Lister(cfg, paths, root)
+    return [lister.under_root(rel, rel, None) for rel in _walk(root)]
 
 
 READERS = {

@@ -7,12 +7,16 @@ Builds VGGFace2-shaped inputs synthetically — an identity CSV of ``--inputs`` 
 same size in the detection pass's schema (random image sizes, pHashes with 2 % near
 duplicates inside an identity, 8 % without a face or with two, poses, boxes, landmarks) —
 and runs everything the driver does around the two Ray passes, each step timed:
-listing (:func:`preprocessing.sources.read_sources`, listed-twice entries), the detection
-table as the pass hands it over (Arrow → pandas), the filter funnel with duplicate entries
-and near-duplicate grouping, the identity split and shard planning
-(:func:`preprocessing.prepare.filter_and_plan`), the shard plans' row JSON and fingerprints
-(what the shard pass computes before it starts a task), the manifest, the dataset card
-and the funnel report. Settings are ``params.yaml: prepare`` with the default shard size.
+listing (:func:`preprocessing.sources.read_sources`, listed-twice entries), planning the
+detection pass (:func:`preprocessing.prepare.plan_detection`: ``inputs.parquet`` and the
+chunk fingerprints), reading the detection chunks back
+(:func:`preprocessing.prepare.read_detections`; the chunk files are written here as the
+actors would write them, untimed), the filter funnel with duplicate entries and
+near-duplicate grouping, the identity split and shard planning
+(:func:`preprocessing.prepare.filter_and_plan`), ``plans.parquet`` and the plans'
+fingerprints (what the shard pass does before it starts a task), the manifest, the
+dataset card and the funnel report. Settings are ``params.yaml: prepare`` with the default
+shard and chunk sizes.
 Prints seconds per step, the total and the peak resident memory (goal for VGGFace2 on a
 2-core machine: under 10 minutes and 8 GB).
 """
@@ -29,22 +33,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute
 
 from infra.config import load_stage
 from preprocessing.config import PrepareConfig, SourceConfig
+from preprocessing.detect_pass import write_chunk
 from preprocessing.funnel_report import write_funnel
 from preprocessing.prepare import (
     _dataset_card,
     _merge_outcomes,
-    _plan_rows,
     _write_manifest,
     check_models,
     filter_and_plan,
+    plan_detection,
+    plan_fingerprints,
+    plan_table,
+    read_detections,
     shard_settings,
     split_listed_twice,
 )
 from preprocessing.records import DETECTION_SCHEMA
-from preprocessing.shard_pass import shard_fingerprint
+from preprocessing.shard_pass import write_plans
 from preprocessing.sources import read_sources
 
 
@@ -68,9 +77,8 @@ def write_identity_csv(path: Path, n: int, identities: int, seed: int = 0) -> in
     return len(df)
 
 
-def detection_table(items, seed: int = 0) -> pd.DataFrame:
-    """The detection pass's output for ``items`` (:data:`DETECTION_SCHEMA`, as
-    :func:`preprocessing.prepare.detect_all` returns it: Arrow table → pandas), synthetic."""
+def detection_table(items, seed: int = 0) -> pa.Table:
+    """The detection pass's rows for ``items`` (:data:`DETECTION_SCHEMA`), synthetic."""
     rng = np.random.default_rng(seed)
     n = len(items)
     cols = {f: [getattr(i, f) for i in items] for f in ("key", "source", "path", "listed")}
@@ -109,7 +117,17 @@ def detection_table(items, seed: int = 0) -> pd.DataFrame:
         else cols[f.name].cast(f.type)
         for f in DETECTION_SCHEMA
     ]
-    return pa.Table.from_arrays(arrays, schema=DETECTION_SCHEMA).to_pandas()
+    return pa.Table.from_arrays(arrays, schema=DETECTION_SCHEMA)
+
+
+def write_chunks(items, specs: list[dict], chunk_size: int) -> None:
+    """Write synthetic detection chunk files where the actors would (by key, as planned).
+    The rows are made in listing order, so near-duplicate pHashes fall inside an identity."""
+    table = detection_table([i for i in items if i.reason is None])
+    table = table.take(pa.compute.sort_indices(table, [("key", "ascending")]))
+    for spec in specs:
+        rows = table.slice(spec["chunk"] * chunk_size, chunk_size)
+        write_chunk(rows, Path(spec["path"]), spec["fingerprint"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -136,23 +154,34 @@ def main(argv: list[str] | None = None) -> None:
         source = SourceConfig(name="vggface2", kind="identity_csv", path=str(csv))
         # the shard size of the defaults, not the sample data's small one in params.yaml
         shards = type(base.shards)()
-        cfg = base.model_copy(update={"sources": [source], "shards": shards})
-        print(f"shards: {shards.max_samples} samples / {shards.max_bytes / 1e9:g} GB at most")
+        chunk = type(base.ray).model_fields["chunk_size"].default
+        ray_cfg = base.ray.model_copy(update={"chunk_size": chunk})
+        cfg = base.model_copy(update={"sources": [source], "shards": shards, "ray": ray_cfg})
+        print(
+            f"shards: {shards.max_samples} samples / {shards.max_bytes / 1e9:g} GB at most; "
+            f"detection chunks of {chunk} inputs"
+        )
         models = check_models(cfg, paths)
         t = time.perf_counter()
         items = split_listed_twice(read_sources(cfg.sources, paths))
         t = step("listing + listed twice", t)
-        detections = detection_table(items)
+        chunk_dir = tmp / "detections"
+        specs, files = plan_detection(items, cfg, models.store, chunk_dir)
+        t = step(f"detection plan ({len(files)} chunks)", t)
+        write_chunks(items, specs, cfg.ray.chunk_size)
+        t = time.perf_counter()
+        detections = read_detections(files, items)
         del items
-        t = step("detection table (Arrow → pandas)", t)
+        t = step("detection chunks → table", t)
         decisions, funnel, thresholds, plans = filter_and_plan(detections, cfg)
         del detections
         t = step("funnel + split + shard plans", t)
-        by_key = decisions.set_index("key")
         settings = shard_settings(cfg, models.store, models.mask_backend)
-        prints = [shard_fingerprint(_plan_rows(by_key, p["keys"]), settings) for p in plans]
-        del by_key
-        t = step(f"{len(prints)} shard plans' rows + fingerprints", t)
+        table = plan_table(decisions, plans)
+        write_plans(table, [len(p["keys"]) for p in plans], tmp / "plans.parquet")
+        prints = list(plan_fingerprints(table, plans, settings))
+        del table
+        t = step(f"plans.parquet + {len(prints)} fingerprints", t)
         outcomes = pd.DataFrame(
             [
                 {"key": k, "shard": p["shard"], "ok": True, "detail": "", "bytes": 40_000}

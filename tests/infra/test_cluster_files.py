@@ -138,13 +138,16 @@ def makefile_pip_installs() -> list[list[str]]:
 def test_dockerfile_installs_the_pins_with_the_makefiles_commands():
     make = makefile_pip_installs()
     image = dockerfile_pip_installs()
-    assert len(make) == 2, make  # the project with its extras, then the --no-deps pair
+    # the project with its extras, the --no-deps pair; then setup-gpu: the gpu extra and the
+    # onnxruntime-gpu reinstall
+    assert len(make) == 4, make
     positions = []
     for cmd in make:
         found = [i for i, args in image if args == cmd]
         assert found, f"the image does not run `pip install {shlex.join(cmd)}`"
         positions.append(found[-1])
     assert positions[0] != positions[1]
+    assert positions[0] < positions[2] <= positions[3]  # the GPU swap after the project
     for _, args in image:  # nothing is installed outside the pins
         assert any(args[j : j + 2] == ["-c", "constraints.txt"] for j in range(len(args))), args
     # the project's own install comes after the whole tree is in the image

@@ -127,6 +127,15 @@ def test_duplicate_entry_groups():
     ]
 
 
+def test_duplicate_entry_groups_count_files_not_listings_and_stay_within_a_source():
+    listed = pd.Series(["n1/7_01.jpg", "n1/7_01.jpg", "n1/8_01.jpg", "n1/8_02.png", "n1/8_02.png"])
+    source = pd.Series(["a", "a", "a", "a", "b"])
+    pattern = r"^(?P<stem>.+)_(?P<index>\d{2})$"
+    # a file listed twice is not a group with itself; 8_02 in source b is another photo
+    assert duplicate_entry_groups(listed, pattern, source).tolist() == [1, 1, 2, 2, 1]
+    assert duplicate_entry_groups(listed, pattern).tolist() == [1, 1, 2, 2, 2]
+
+
 def test_near_duplicates_keep_largest_and_stay_within_identity():
     df = pd.DataFrame(
         [

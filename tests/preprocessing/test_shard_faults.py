@@ -4,15 +4,15 @@ naming the shard and the cause, and a rerun that completes the shard."""
 from __future__ import annotations
 
 import errno
-import json
 import tarfile
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pytest
 import webdataset as wds
 
 from preprocessing.config import PrepareConfig
-from preprocessing.shard_pass import ShardWriteError, WriteShards, read_sidecar
+from preprocessing.shard_pass import ShardWriteError, WriteShards, read_sidecar, write_plans
 
 
 @dataclass
@@ -35,6 +35,13 @@ class _Annotator:
         pass
 
 
+def _plan(tmp_path, shard: str, rows: list[dict], fingerprint: str) -> dict:
+    """A one-plan plans file and the task spec that points at it."""
+    path = tmp_path / "plans.parquet"
+    write_plans(pa.Table.from_pylist(rows), [len(rows)], path)
+    return {"shard": shard, "plan": 0, "plans": str(path), "fingerprint": fingerprint}
+
+
 def _writer(tmp_path) -> WriteShards:
     w = WriteShards.__new__(WriteShards)  # no models: the annotator is replaced
     cfg = PrepareConfig.model_validate({"sources": [{"name": "s", "kind": "folder", "path": "x"}]})
@@ -44,7 +51,7 @@ def _writer(tmp_path) -> WriteShards:
 
 def test_disk_full_leaves_no_partial_shard_and_a_rerun_completes_it(tmp_path, monkeypatch):
     rows = [{"key": f"face{i:03d}"} for i in range(20)]
-    plan = {"shard": "train-000003", "rows": json.dumps(rows), "fingerprint": "f1"}
+    plan = _plan(tmp_path, "train-000003", rows, "f1")
     original, calls = wds.TarWriter.write, {"n": 0}
 
     def full_after_12(self, sample):
@@ -76,7 +83,7 @@ def test_a_model_failure_in_a_batch_fails_only_its_face(tmp_path):
                 raise RuntimeError("simulated parser failure")
 
     rows = [{"key": f"face{i:03d}"} for i in range(10)]
-    plan = {"shard": "train-000000", "rows": json.dumps(rows), "fingerprint": "f"}
+    plan = _plan(tmp_path, "train-000000", rows, "f")
     writer = _writer(tmp_path)
     writer.annotator = FailsOnFace7()
     outcomes = writer.write(plan)

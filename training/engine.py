@@ -78,7 +78,7 @@ def build_engine(module: nn.Module, section: EngineConfig, opt: AdamConfig, micr
         model=module, optimizer=adam(module, opt), config=deepspeed_config(section, micro_batch)
     )
     if weights_channels_last(section):
-        engine.module.to(memory_format=torch.channels_last)
+        _weights_to_channels_last(engine.module)
     if section.compile:
         engine.compile()
     engine.forward_settings = ForwardSettings.of(section)
@@ -150,6 +150,16 @@ def eager_when_compiled(*engines: Any) -> contextlib.AbstractContextManager:
     if any(getattr(e, "forward_settings", ForwardSettings()).compiled for e in engines):
         return torch.compiler.set_stance("force_eager")
     return contextlib.nullcontext()
+
+
+def _weights_to_channels_last(module: nn.Module) -> None:
+    """The 4-D parameters and buffers of ``module`` in NHWC, in place (the same tensor
+    objects; ``Module.to(memory_format=...)`` would also take 5-D ones, e.g. StyleGAN2's
+    modulated weights (1, O, I, k, k), and refuse them)."""
+    with torch.no_grad():
+        for t in (*module.parameters(), *module.buffers()):
+            if t.dim() == 4:
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
 
 
 def _channels_last(x: Any) -> Any:

@@ -111,3 +111,16 @@ def test_defaults_keep_fp32_contiguous_eager():
     cfg = TrainConfig()
     for e in (cfg.generator, cfg.discriminator):
         assert (e.memory_format, e.autocast, e.compile) == ("contiguous", "none", False)
+
+
+def test_channels_last_leaves_5d_weights_alone():
+    """StyleGAN2-style modulated weights (1, O, I, k, k) beside a conv: only the conv's
+    weight becomes NHWC (``Module.to(memory_format=channels_last)`` refuses the 5-D one)."""
+    dist.init_distributed()
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    net.register_parameter("modulated", torch.nn.Parameter(torch.randn(1, 4, 3, 3, 3)))
+    cfg = TrainConfig().section.optimizer.generator
+    e = build_engine(net, EngineConfig(memory_format="channels_last"), cfg, 2)
+    assert e.module[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not e.module[0].weight.is_contiguous()
+    assert e.module.modulated.is_contiguous() and e.module.modulated.dim() == 5
